@@ -1,0 +1,231 @@
+/* mx_wire - every message that crosses between mxcluster roles, and the
+ * frame that carries it.
+ *
+ * This is the ONE place that lists the wire protocol: read the two tables
+ * below to see everything the roles say to each other. Names read
+ * MSG_<SENDER>_<RECEIVER>_<OBJECT>_<VERB>; ANY means "any role". Numbers are
+ * explicit and never reused: a retired message keeps its number reserved
+ * (comment it out, do not delete it). Fields share one tag namespace so a
+ * decoder can report "field 12 (recipient) too long" without knowing the
+ * message.
+ *
+ * Frame layout (all integers big-endian, no padding, no raw structs):
+ *
+ *   offset size field
+ *        0    4 magic        "MXCL" (0x4d58434c)
+ *        4    2 version      MX_WIRE_VERSION
+ *        6    2 type         enum mx_msg_type
+ *        8    4 flags        MX_FRAME_F_*
+ *       12    4 body_length  bytes after the header
+ *       16    8 request_id   matches a reply/ack to its request; 0 = none
+ *       24   16 message_id   cluster-unique id of the mail message; zeros = none
+ *       40    . body         a sequence of fields:
+ *                              tag u16 | length u32 | value[length]
+ *
+ * A decoder accepts a frame only if the magic and version match, the type is
+ * known, body_length equals exactly the bytes that follow, and the body is a
+ * whole number of fields each inside the body. Anything else is an error
+ * returned to the caller (who logs the peer and drops the frame): input from
+ * a peer never aborts a process.
+ *
+ * Why an application-level ack on top of ZeroMQ: ZeroMQ is not a durable
+ * queue. PUB and ROUTER silently drop at the high-water mark, messages
+ * queued in a socket die with the peer process, and a reconnect does not
+ * replay them. So every hand-off of responsibility is request/ack: the
+ * receiver replies MSG_ANY_ACK only after its own durable write, the sender
+ * keeps its copy and retries (possibly to another instance) on timeout, and
+ * receivers make retries harmless by deduplicating on message_id.
+ */
+#ifndef MX_WIRE_H
+#define MX_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mx_msgid.h"
+
+#define MX_WIRE_MAGIC 0x4d58434cu /* "MXCL" */
+#define MX_WIRE_VERSION 1
+#define MX_WIRE_HEADER_SIZE 40
+/* Header field offsets, as in the table above (pinned by _Static_assert in
+ * mx_wire.c). */
+#define MX_WIRE_OFF_MAGIC 0
+#define MX_WIRE_OFF_VERSION 4
+#define MX_WIRE_OFF_TYPE 6
+#define MX_WIRE_OFF_FLAGS 8
+#define MX_WIRE_OFF_BODY_LENGTH 12
+#define MX_WIRE_OFF_REQUEST_ID 16
+#define MX_WIRE_OFF_MESSAGE_ID 24
+/* Each field starts with tag u16 + length u32. */
+#define MX_WIRE_FIELD_HEADER_SIZE 6
+/* Largest frame accepted: a maximal message (SIZE limit, default 20 MB, up
+ * to 50 MB configurable) plus envelope, with room to spare. The limit is on
+ * the WHOLE frame (header + body), so it can double as ZMQ_MAXMSGSIZE. */
+#define MX_WIRE_FRAME_MAX (64u * 1024u * 1024u)
+/* Largest field a string accessor hands out (addresses, names, text). */
+#define MX_WIRE_STRING_MAX 65536u
+
+/* Frame flags. */
+#define MX_FRAME_F_RETRY 0x1u /* sender already tried once: receiver should dedup */
+
+/* X(name, number, sender -> receiver, purpose)
+ *
+ * Number ranges: 1-99 generic, 100-199 inbound<->filter, 200-299
+ * inbound<->delivery, 300-399 delivery/inbound<->store, 400-499
+ * imap<->store, 500-599 store<->store replication, 600-699 ha, 700-799 mon. */
+#define MX_WIRE_MESSAGES(X)                                                         \
+    X(MSG_ANY_ACK,                          1, "any -> any",                       \
+      "reply to a request: F_STATUS, optional F_TEXT, echoes request_id")          \
+    X(MSG_ANY_PING,                         2, "any -> any",                       \
+      "liveness probe; answered with MSG_ANY_ACK")                                 \
+    X(MSG_INBOUND_FILTER_CONNECT_CHECK,   100, "inbound -> filter",                \
+      "connect-time reputation: F_CLIENT_ADDR, F_CLIENT_NAME, F_INSTANCE")         \
+    X(MSG_FILTER_INBOUND_CONNECT_VERDICT, 101, "filter -> inbound",                \
+      "F_VERDICT, F_SCORE, F_TEXT")                                                \
+    X(MSG_INBOUND_FILTER_CONTENT_CHECK,   102, "inbound -> filter",                \
+      "content verdict before 250: envelope fields + F_SPOOL_PATH or F_BODY")      \
+    X(MSG_FILTER_INBOUND_CONTENT_VERDICT, 103, "filter -> inbound",                \
+      "F_VERDICT, F_SCORE, F_TEXT, F_HEADER (repeated: headers to add)")           \
+    X(MSG_INBOUND_DELIVERY_MESSAGE_SUBMIT,200, "inbound -> delivery",              \
+      "hand-off of an accepted message: F_SENDER, F_RECIPIENT*, F_BODY; "          \
+      "acked with MSG_ANY_ACK after delivery's durable write")                     \
+    X(MSG_ANY_MON_EVENT,                  700, "any -> mon (PUB)",                 \
+      "one log event: F_ROLE, F_NODE, F_LEVEL, F_TEXT (the key=value line)")
+
+/* X(name, tag, kind, purpose); kind is U32, U64, STR, BYTES or MSGID. */
+#define MX_WIRE_FIELDS(X)                                                         \
+    X(F_STATUS,          1, U32,   "enum mx_status")                             \
+    X(F_TEXT,            2, STR,   "human-readable reason or log line")          \
+    X(F_ROLE,            3, STR,   "sending role, e.g. inbound")                 \
+    X(F_NODE,            4, STR,   "sending node name")                          \
+    X(F_LEVEL,           5, U32,   "enum mx_log_level")                          \
+    X(F_INSTANCE,        6, STR,   "instance name within a role, e.g. mta")      \
+    X(F_SENDER,         10, STR,   "envelope sender (may be empty: <>)")         \
+    X(F_RECIPIENT,      11, STR,   "envelope recipient; repeated")               \
+    X(F_BODY,           12, BYTES, "message bytes (RFC 5322, CRLF)")             \
+    X(F_SPOOL_PATH,     13, STR,   "path of the spooled message on this node")   \
+    X(F_SIZE,           14, U64,   "message size in bytes")                      \
+    X(F_CLIENT_ADDR,    20, STR,   "SMTP client IP address")                     \
+    X(F_CLIENT_NAME,    21, STR,   "SMTP client reverse name or HELO")           \
+    X(F_AUTH_USER,      22, STR,   "SMTP AUTH identity, if any")                 \
+    X(F_VERDICT,        30, U32,   "enum mx_verdict")                            \
+    X(F_SCORE,          31, U32,   "score x 100 (spam/reputation)")              \
+    X(F_HEADER,         32, STR,   "a header line to add; repeated")
+
+#define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
+enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };
+enum mx_field_tag { MX_WIRE_FIELDS(MX_WIRE_ENUM_ENTRY) };
+#undef MX_WIRE_ENUM_ENTRY
+
+enum mx_field_kind { MX_FIELD_U32, MX_FIELD_U64, MX_FIELD_STR, MX_FIELD_BYTES, MX_FIELD_MSGID };
+
+/* Status carried in F_STATUS of MSG_ANY_ACK. */
+enum mx_status {
+    MX_STATUS_OK = 0,        /* done and durable */
+    MX_STATUS_DUPLICATE = 1, /* already had it (same message_id): also done */
+    MX_STATUS_TEMPFAIL = 2,  /* our failure: retry later, maybe elsewhere */
+    MX_STATUS_PERMFAIL = 3,  /* the request itself is wrong; do not retry */
+};
+
+/* Verdict carried in F_VERDICT by mx-filter. */
+enum mx_verdict {
+    MX_VERDICT_ACCEPT = 0,
+    MX_VERDICT_REJECT = 1,     /* 5xx */
+    MX_VERDICT_TEMPFAIL = 2,   /* 4xx */
+    MX_VERDICT_DISCARD = 3,    /* 250 but drop */
+    MX_VERDICT_QUARANTINE = 4, /* 250, held for review */
+};
+
+/* Names for logs and mon: "MSG_ANY_ACK"; NULL for an unknown number. */
+const char *mx_msg_type_name(uint32_t type);
+const char *mx_field_tag_name(uint32_t tag);
+/* mx_field_tag_kind - -1 for an unknown tag. */
+int mx_field_tag_kind(uint32_t tag, enum mx_field_kind *kind_r);
+
+/* ---- building a frame ------------------------------------------------ */
+
+/* A growable frame under construction. Append-only; put helpers never fail
+ * (allocation failure is fatal), but a frame that would exceed
+ * MX_WIRE_FRAME_MAX is marked and mx_frame_finish then reports it. */
+struct mx_frame {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+    bool too_big;
+    /* First programming error seen by a put (a typed put on a tag of another
+     * kind, an unknown message type); NULL if none. Later puts are ignored
+     * once too_big or error is set, and mx_frame_finish reports it. */
+    const char *error;
+    uint32_t error_tag;
+};
+
+void mx_frame_init(struct mx_frame *frame, enum mx_msg_type type, uint64_t request_id,
+                   const struct mx_msgid *message_id /* NULL = zeros */);
+void mx_frame_set_flags(struct mx_frame *frame, uint32_t flags);
+void mx_frame_put_u32(struct mx_frame *frame, enum mx_field_tag tag, uint32_t value);
+void mx_frame_put_u64(struct mx_frame *frame, enum mx_field_tag tag, uint64_t value);
+void mx_frame_put_str(struct mx_frame *frame, enum mx_field_tag tag, const char *value);
+void mx_frame_put_bytes(struct mx_frame *frame, enum mx_field_tag tag, const void *value, size_t len);
+void mx_frame_put_msgid(struct mx_frame *frame, enum mx_field_tag tag, const struct mx_msgid *id);
+/* mx_frame_put_field - append one field verbatim with any tag number, known
+ * or not, without checking its length against the tag's kind: for tests,
+ * fuzzers and relaying fields this build does not know. */
+void mx_frame_put_field(struct mx_frame *frame, uint16_t tag, const void *value, size_t len);
+/* mx_frame_finish - patch body_length; 0 and the bytes, or -1 with error_r
+ * if the frame grew past MX_WIRE_FRAME_MAX. The bytes stay owned by frame. */
+int mx_frame_finish(struct mx_frame *frame, const uint8_t **data_r, size_t *len_r,
+                    const char **error_r);
+void mx_frame_free(struct mx_frame *frame);
+
+/* ---- reading a frame ------------------------------------------------- */
+
+/* A validated view into received bytes; it points into the caller's buffer,
+ * which must outlive the view. */
+struct mx_frame_view {
+    uint16_t type;
+    uint32_t flags;
+    uint64_t request_id;
+    struct mx_msgid message_id;
+    const uint8_t *body;
+    size_t body_len;
+};
+
+/* mx_frame_parse - validate header and field structure of data[0..len).
+ * 0 on success; -1 with a static error_r ("bad magic", "truncated field
+ * 3 at offset 52", ...) on any malformation. Never reads outside data.
+ * Fields with a tag this build does not know are accepted and skipped by the
+ * getters (newer senders may add fields); a KNOWN tag whose length does not
+ * fit its kind (U32 4, U64 8, MSGID 16 bytes) is an error.
+ *
+ * Error strings (here and from mx_frame_finish) are either string literals
+ * or, when they carry numbers (offsets, tags), a thread-local buffer that
+ * stays valid until the next failing mx_frame_parse/mx_frame_finish in the
+ * same thread: log or copy it before parsing again. */
+int mx_frame_parse(const void *data, size_t len, struct mx_frame_view *view_r,
+                   const char **error_r);
+
+/* Field access: first occurrence of tag. 0 found, -1 missing or of the
+ * wrong length for its kind. A typed getter also returns -1 when tag is a
+ * known tag of another kind (get_u32 on F_TEXT); get_bytes returns the raw
+ * value of any field. */
+int mx_frame_get_u32(const struct mx_frame_view *view, enum mx_field_tag tag, uint32_t *value_r);
+int mx_frame_get_u64(const struct mx_frame_view *view, enum mx_field_tag tag, uint64_t *value_r);
+int mx_frame_get_msgid(const struct mx_frame_view *view, enum mx_field_tag tag, struct mx_msgid *id_r);
+int mx_frame_get_bytes(const struct mx_frame_view *view, enum mx_field_tag tag,
+                       const uint8_t **value_r, size_t *len_r);
+/* mx_frame_get_str - like get_bytes, but -1 also for a value with a NUL
+ * byte or longer than MX_WIRE_STRING_MAX; returns a fresh NUL-terminated
+ * copy the caller frees. */
+int mx_frame_get_str(const struct mx_frame_view *view, enum mx_field_tag tag, char **value_r);
+
+/* Iteration over all fields in order (for repeated fields). */
+struct mx_field_iter {
+    size_t offset;
+};
+/* mx_frame_next_field - 1 and the next field, 0 at the end. The structure
+ * was validated by mx_frame_parse, so this cannot run outside the body. */
+int mx_frame_next_field(const struct mx_frame_view *view, struct mx_field_iter *iter,
+                        uint16_t *tag_r, const uint8_t **value_r, size_t *len_r);
+
+#endif
