@@ -60,8 +60,11 @@ struct event_base;
 #define MX_BUS_HWM_DEFAULT 1000
 /* How soon a request that NO endpoint accepted (no connected peer yet, or
  * every pipe at its HWM) is offered again. Such a try does not count as an
- * attempt; the request's overall budget (timeout_ms * max_attempts) still
- * bounds it. */
+ * attempt, but once timeout_ms * max_attempts have passed since the request
+ * an unsendable request ends with MX_BUS_TIMEOUT. So a request ends after
+ * max_attempts sends, each waited timeout_ms for, or after that budget of
+ * time when it could not be sent at all (worst case about twice the
+ * budget for a mix of both). */
 #define MX_BUS_UNSENT_RETRY_MS 50
 /* Longest PUB/SUB topic, bytes (topics are short ASCII names). */
 #define MX_BUS_TOPIC_MAX 255
@@ -147,7 +150,8 @@ void mx_server_get_stats(const struct mx_server *server, struct mx_server_stats 
 
 enum mx_bus_result {
     MX_BUS_REPLY = 0,  /* reply is the answer (request_id matched) */
-    MX_BUS_TIMEOUT,    /* no answer in max_attempts sends / the budget; reply NULL */
+    MX_BUS_TIMEOUT,    /* no answer after max_attempts sends, or unsendable for
+                        * the whole budget (MX_BUS_UNSENT_RETRY_MS); reply NULL */
     MX_BUS_CANCELLED,  /* the client was freed; reply NULL */
 };
 

@@ -196,6 +196,7 @@ void mx_msgid_set_clock_for_test(uint64_t (*clock_ms)(void))
 {
     pthread_mutex_lock(&mx_msgid_lock);
     mx_msgid_clock = clock_ms;
+    mx_msgid_last_millis = 0; /* let the test's clock start from scratch */
     pthread_mutex_unlock(&mx_msgid_lock);
 }
 

@@ -60,7 +60,9 @@ int mx_msgid_parse(const char *text, struct mx_msgid *id_r);
 /* ---- test hooks: unit tests only, never called by daemons ------------ */
 
 /* mx_msgid_set_clock_for_test - replace the wall clock (milliseconds since
- * the epoch) used by mx_msgid_next; NULL restores the real clock. */
+ * the epoch) used by mx_msgid_next; NULL restores the real clock. Also
+ * forgets the last millis handed out, so the new clock starts fresh (which
+ * is exactly the order guarantee a daemon must never lose). */
 void mx_msgid_set_clock_for_test(uint64_t (*clock_ms)(void));
 /* mx_msgid_set_counter_for_test - set the per-process counter, so a test
  * can reach its wrap-around without minting 2^32 ids. */

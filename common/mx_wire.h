@@ -88,8 +88,12 @@
     X(MSG_FILTER_INBOUND_CONTENT_VERDICT, 103, "filter -> inbound",                \
       "F_VERDICT, F_SCORE, F_TEXT, F_HEADER (repeated: headers to add)")           \
     X(MSG_INBOUND_DELIVERY_MESSAGE_SUBMIT,200, "inbound -> delivery",              \
-      "hand-off of an accepted message: F_SENDER, F_RECIPIENT*, F_BODY; "          \
-      "acked with MSG_ANY_ACK after delivery's durable write")                     \
+      "hand-off of an accepted message (message_id = the cluster id): F_INSTANCE, " \
+      "F_SENDER, (F_RECIPIENT F_RCPT_NOTIFY F_RCPT_ORCPT)*, F_CLIENT_ADDR, "         \
+      "F_CLIENT_NAME, F_AUTH_USER, F_ENVID, F_RET, F_BODY_TYPE, F_SMTPUTF8, "        \
+      "F_ARRIVAL, F_SIZE, F_BODY; acked with MSG_ANY_ACK after delivery's durable " \
+      "write (OK or DUPLICATE: inbound removes its copy; TEMPFAIL: retried; "        \
+      "PERMFAIL: held for the operator)")                                         \
     X(MSG_ANY_MON_EVENT,                  700, "any -> mon (PUB)",                 \
       "one log event: F_ROLE, F_NODE, F_LEVEL, F_TEXT (the key=value line)")
 
@@ -111,7 +115,14 @@
     X(F_AUTH_USER,      22, STR,   "SMTP AUTH identity, if any")                 \
     X(F_VERDICT,        30, U32,   "enum mx_verdict")                            \
     X(F_SCORE,          31, U32,   "score x 100 (spam/reputation)")              \
-    X(F_HEADER,         32, STR,   "a header line to add; repeated")
+    X(F_HEADER,         32, STR,   "a header line to add; repeated")               \
+    X(F_RCPT_NOTIFY,    40, STR,   "DSN NOTIFY of the F_RECIPIENT before it (\"\" = none)") \
+    X(F_RCPT_ORCPT,     41, STR,   "DSN ORCPT of the F_RECIPIENT before it (\"\" = none)") \
+    X(F_ENVID,          42, STR,   "DSN ENVID")                                    \
+    X(F_RET,            43, STR,   "DSN RET: FULL or HDRS")                         \
+    X(F_BODY_TYPE,      44, STR,   "7BIT, 8BITMIME or BINARYMIME")                  \
+    X(F_SMTPUTF8,       45, U32,   "1 if the transaction used SMTPUTF8")            \
+    X(F_ARRIVAL,        46, U64,   "arrival time, ms since the Unix epoch")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

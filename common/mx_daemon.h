@@ -1,0 +1,33 @@
+/* mx_daemon - what every mxcluster daemon does at start, in one place:
+ * read the config, open the log, set up the LDAP client from the "ldap"
+ * group, stop on SIGTERM/SIGINT, drop root after binding its ports. */
+#ifndef MX_DAEMON_H
+#define MX_DAEMON_H
+
+#include "mx_config.h"
+#include "mx_ldap.h"
+
+struct event_base;
+
+/* mx_daemon_load_config - parse "-c FILE" and "-t" (check the config and
+ * exit) from argv; load FILE (default /etc/mxcluster/mxcluster.conf)
+ * against tables; open the log as role. Exits with a clear message on
+ * any error, since nothing can run without a valid config. */
+struct mx_config *mx_daemon_load_config(int argc, char **argv, const char *role,
+                                        const struct mx_option *const *tables);
+
+/* mx_daemon_ldap_config - fill cfg from the "ldap" group. The service
+ * password is read from ldap.bind_password_file into *password_r (heap;
+ * the caller wipes and frees it after mx_ldap_new). */
+int mx_daemon_ldap_config(const struct mx_config *config, struct mx_ldap_config *cfg_r,
+                          char **uris_r, char **password_r, char **error_r);
+
+/* mx_daemon_on_signals - SIGTERM and SIGINT end the loop (event_base_loopexit
+ * after the current callbacks); SIGPIPE is ignored. */
+void mx_daemon_on_signals(struct event_base *base);
+
+/* mx_daemon_drop_privileges - setgid/setuid to user (if non-empty and we
+ * are root). -1 with error_r (heap) if the user is unknown or it fails. */
+int mx_daemon_drop_privileges(const char *user, char **error_r);
+
+#endif

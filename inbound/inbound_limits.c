@@ -1,0 +1,177 @@
+/* inbound_limits - per-client counters: concurrent sessions, connection
+ * rate (token bucket), failed AUTH attempts (fixed window).
+ *
+ * Entries are kept in a chained hash table keyed by text ("1.2.3.4",
+ * "user:alice"); idle ones are swept every INBOUND_LIMITS_SWEEP inserts so
+ * a scan from many addresses cannot grow it without bound. */
+#include "inbound.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mx_alloc.h"
+
+#define INBOUND_LIMITS_BUCKETS 4096
+#define INBOUND_LIMITS_SWEEP 4096
+/* An entry untouched this long with nothing to remember is dropped. */
+#define INBOUND_LIMITS_IDLE_MS (30ULL * 60 * 1000)
+
+struct inbound_limit_entry {
+    struct inbound_limit_entry *next;
+    char *key;
+    unsigned concurrent;
+    double tokens;          /* connection-rate bucket */
+    uint64_t refilled_ms;
+    unsigned failures;      /* failed AUTH attempts in the window */
+    uint64_t window_start_ms;
+    uint64_t touched_ms;
+};
+
+struct inbound_limits {
+    struct inbound_limit_entry *buckets[INBOUND_LIMITS_BUCKETS];
+    size_t entries;
+    size_t inserts_since_sweep;
+};
+
+uint64_t inbound_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static size_t inbound_limits_hash(const char *key)
+{
+    /* FNV-1a: keys are short and not attacker-chosen in bulk beyond the
+     * address space they connect from. */
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h % INBOUND_LIMITS_BUCKETS);
+}
+
+struct inbound_limits *inbound_limits_new(void)
+{
+    return mx_calloc(1, sizeof(struct inbound_limits));
+}
+
+void inbound_limits_free(struct inbound_limits **limitsp)
+{
+    struct inbound_limits *limits = *limitsp;
+    if (limits == NULL)
+        return;
+    for (size_t b = 0; b < INBOUND_LIMITS_BUCKETS; b++) {
+        struct inbound_limit_entry *e = limits->buckets[b];
+        while (e) {
+            struct inbound_limit_entry *next = e->next;
+            free(e->key);
+            free(e);
+            e = next;
+        }
+    }
+    free(limits);
+    *limitsp = NULL;
+}
+
+/* inbound_limits_sweep - drop entries that remember nothing useful. */
+static void inbound_limits_sweep(struct inbound_limits *limits, uint64_t now_ms)
+{
+    for (size_t b = 0; b < INBOUND_LIMITS_BUCKETS; b++) {
+        struct inbound_limit_entry **link = &limits->buckets[b];
+        while (*link) {
+            struct inbound_limit_entry *e = *link;
+            if (e->concurrent == 0 && now_ms - e->touched_ms > INBOUND_LIMITS_IDLE_MS) {
+                *link = e->next;
+                free(e->key);
+                free(e);
+                limits->entries--;
+            } else {
+                link = &e->next;
+            }
+        }
+    }
+    limits->inserts_since_sweep = 0;
+}
+
+static struct inbound_limit_entry *inbound_limits_get(struct inbound_limits *limits,
+                                                      const char *key, uint64_t now_ms,
+                                                      bool create)
+{
+    size_t b = inbound_limits_hash(key);
+    for (struct inbound_limit_entry *e = limits->buckets[b]; e; e = e->next)
+        if (strcmp(e->key, key) == 0)
+            return e;
+    if (!create)
+        return NULL;
+    if (++limits->inserts_since_sweep >= INBOUND_LIMITS_SWEEP)
+        inbound_limits_sweep(limits, now_ms);
+    struct inbound_limit_entry *e = mx_calloc(1, sizeof *e);
+    e->key = mx_strdup(key);
+    e->tokens = -1; /* "full" once the rate is known */
+    e->refilled_ms = now_ms;
+    e->touched_ms = now_ms;
+    e->next = limits->buckets[b];
+    limits->buckets[b] = e;
+    limits->entries++;
+    return e;
+}
+
+int inbound_limits_connect(struct inbound_limits *limits, const char *ip, unsigned max_concurrent,
+                           unsigned max_per_minute, uint64_t now_ms, const char **reason_r)
+{
+    struct inbound_limit_entry *e = inbound_limits_get(limits, ip, now_ms, true);
+    e->touched_ms = now_ms;
+    if (e->concurrent >= max_concurrent) {
+        *reason_r = "too many concurrent sessions from this address";
+        return -1;
+    }
+    if (max_per_minute > 0) {
+        double capacity = max_per_minute;
+        if (e->tokens < 0)
+            e->tokens = capacity;
+        e->tokens += (double)(now_ms - e->refilled_ms) * capacity / 60000.0;
+        if (e->tokens > capacity)
+            e->tokens = capacity;
+        e->refilled_ms = now_ms;
+        if (e->tokens < 1.0) {
+            *reason_r = "connection rate limit exceeded for this address";
+            return -1;
+        }
+        e->tokens -= 1.0;
+    }
+    e->concurrent++;
+    return 0;
+}
+
+void inbound_limits_disconnect(struct inbound_limits *limits, const char *ip)
+{
+    struct inbound_limit_entry *e = inbound_limits_get(limits, ip, 0, false);
+    if (e && e->concurrent > 0)
+        e->concurrent--;
+}
+
+void inbound_limits_auth_failure(struct inbound_limits *limits, const char *key, uint64_t now_ms,
+                                 unsigned window_ms)
+{
+    struct inbound_limit_entry *e = inbound_limits_get(limits, key, now_ms, true);
+    e->touched_ms = now_ms;
+    if (e->failures == 0 || now_ms - e->window_start_ms > window_ms) {
+        e->window_start_ms = now_ms;
+        e->failures = 0;
+    }
+    e->failures++;
+}
+
+bool inbound_limits_auth_blocked(struct inbound_limits *limits, const char *key, uint64_t now_ms,
+                                 unsigned window_ms, unsigned max_failures)
+{
+    struct inbound_limit_entry *e = inbound_limits_get(limits, key, now_ms, false);
+    if (e == NULL || e->failures == 0)
+        return false;
+    if (now_ms - e->window_start_ms > window_ms) {
+        e->failures = 0;
+        return false;
+    }
+    return e->failures >= max_failures;
+}
