@@ -24,14 +24,23 @@
  *      LDAP_OPT_NETWORK_TIMEOUT, and we always set both. Without async, the
  *      same code would poll() for up to the network timeout: that poll is
  *      the step NETWORK_TIMEOUT bounds, and we never take that path.
- *    - the request that triggered the connect is NOT queued: the bind call
- *      fails with LDAP_X_CONNECTING (ldap_int_check_async_open polls the
- *      socket for writability with a zero timeout). The descriptor exists
- *      from then on (LDAP_OPT_DESC). We wait for EV_WRITE on it and issue the
- *      same bind again: ldap_int_check_async_open then finds the socket
- *      connected (or reports LDAP_CONNECT_ERROR) and the bind goes out.
- *      A loopback connect may also complete at once; then the first bind
- *      simply succeeds.
+ *    - what happens to the request that triggered the connect depends on
+ *      the libldap version, so we handle both:
+ *      * 2.5.13 (Debian 12; verified with LDAP_OPT_DEBUG_LEVEL against a
+ *        listener whose accept queue was full): ldap_send_initial_request
+ *        does not look at the connection state; the bind is written at once,
+ *        write() fails with EAGAIN, ldap_int_flush_request leaves it in
+ *        LDAP_REQST_WRITING, marks the socket for write, sets ld_errno to
+ *        LDAP_BUSY and ldap_sasl_bind returns LDAP_SUCCESS with a msgid. A
+ *        second request would get LDAP_BUSY. When the socket turns writable
+ *        (connect done), ldap_result() flushes the bind. So: after the bind,
+ *        LDAP_OPT_RESULT_CODE == LDAP_BUSY means "connect/write pending" ->
+ *        wait for EV_WRITE (checking SO_ERROR), then call ldap_result().
+ *      * newer sources (request.c ldap_send_initial_request calls
+ *        ldap_int_check_async_open): the bind fails with LDAP_X_CONNECTING
+ *        and is not queued; we wait for EV_WRITE and issue it again.
+ *      On loopback the connect usually completes before the write, and the
+ *      first bind simply goes out.
  *    - after the connect completes, ldap_int_poll() switches the socket back
  *      to BLOCKING (ldap_pvt_ndelay_off). We set it non-blocking again
  *      (LBER_SB_OPT_SET_NONBLOCK) as soon as the bind is sent: reads then
@@ -171,6 +180,7 @@ struct mx_ldap_conn {
     struct mx_ldap_op *table[MX_LDAP_CONN_BUCKETS];
     unsigned n_sent;
     bool write_blocked;            /* set by our Sockbuf layer on EAGAIN */
+    unsigned writes;               /* write attempts seen by our layer */
     uint64_t last_rx_ms;
 };
 
@@ -742,6 +752,7 @@ static ber_slen_t mx_ldap_sbio_write(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_
     ber_slen_t n = LBER_SBIOD_WRITE_NEXT(sbiod, buf, len);
 
     if (conn != NULL) {
+        conn->writes++;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             conn->write_blocked = true;
         else if (n >= 0 && (ber_len_t)n == len)
@@ -874,13 +885,26 @@ static void mx_ldap_conn_send_setup_bind(struct mx_ldap_conn *conn)
                             LDAP_SASL_SIMPLE, &cred, NULL, NULL, &msgid);
 
     if (rc == LDAP_SUCCESS) {
+        /* libldap 2.5.13: the connect is still in progress, the write got
+         * EAGAIN and the bind waits in LDAP_REQST_WRITING; the only sign is
+         * ld_errno == LDAP_BUSY. Our layer was not there to see it. */
+        int pending = LDAP_SUCCESS;
+        ldap_get_option(conn->ld, LDAP_OPT_RESULT_CODE, &pending);
         conn->setup_msgid = msgid;
         conn->state = MX_LDAP_CONN_BINDING;
-        if (mx_ldap_conn_start_reading(conn) < 0)
+        if (mx_ldap_conn_start_reading(conn) < 0) {
             mx_ldap_conn_lost(conn, "cannot watch the connection socket", false);
+            return;
+        }
+        if (pending == LDAP_BUSY) {
+            mx_log(MX_LOG_DEBUG, "ldap.connect_in_progress", MX_KV("uri", conn->server->uri));
+            conn->write_blocked = true;
+            mx_ldap_conn_arm_write(conn);
+        }
         return;
     }
     if (rc == LDAP_X_CONNECTING) {
+        mx_log(MX_LOG_DEBUG, "ldap.connect_in_progress", MX_KV("uri", conn->server->uri));
         conn->state = MX_LDAP_CONN_CONNECTING;
         if (mx_ldap_conn_attach_fd(conn) < 0) {
             mx_ldap_conn_lost(conn, "connect in progress without a socket", false);
@@ -895,7 +919,7 @@ static void mx_ldap_conn_send_setup_bind(struct mx_ldap_conn *conn)
 static void mx_ldap_conn_connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct mx_ldap_conn *conn = arg;
-    const char *reason = conn->state == MX_LDAP_CONN_CONNECTING
+    const char *reason = conn->state == MX_LDAP_CONN_CONNECTING || conn->write_blocked
                              ? "connect timed out"
                              : "service bind got no answer in time";
 
@@ -950,9 +974,27 @@ static void mx_ldap_conn_write_cb(evutil_socket_t fd, short what, void *arg)
         mx_ldap_conn_send_setup_bind(conn);
         return;
     }
-    /* A partial write is pending: ldap_result() flushes it now that the
-     * socket is writable (and reads whatever arrived). */
+    if (conn->state == MX_LDAP_CONN_BINDING) {
+        /* Writable after a non-blocking connect: did the connect fail? */
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0) {
+            mx_ldap_conn_lost(conn, strerror(soerr), false);
+            return;
+        }
+    }
+    /* A write is pending: ldap_result() flushes it now that the socket is
+     * writable (wait4msg flushes the request in LDAP_REQST_WRITING) and
+     * reads whatever arrived. */
+    unsigned writes = conn->writes, gen = conn->gen;
     mx_ldap_conn_read_cb(conn->fd, EV_WRITE, conn);
+    if (conn->gen == gen && conn->write_blocked && conn->writes == writes) {
+        /* libldap did not even try: do not spin on a writable socket. */
+        mx_log(MX_LOG_DEBUG, "ldap.flush_not_attempted", MX_KV("uri", conn->server->uri));
+        conn->write_blocked = false;
+        if (conn->ev_write != NULL)
+            event_del(conn->ev_write);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -985,6 +1027,11 @@ static void mx_ldap_retry_or_fail(struct mx_ldap_op *op, struct mx_ldap_server *
 
     if (!op->retried && now + MX_LDAP_RETRY_MIN_MS < op->deadline_ms &&
         mx_ldap_pick_server(ldap, from) != NULL) {
+        /* Entries the failed server already sent must not mix with the
+         * next server's answer. */
+        mx_ldap_entries_free(&op->entries, op->n_entries);
+        op->n_entries = op->cap_entries = 0;
+        op->truncated = false;
         op->retried = true;
         op->avoid = from;
         ldap->stats.retries++;
@@ -1378,9 +1425,6 @@ static void mx_ldap_finish_search(struct mx_ldap_conn *conn, struct mx_ldap_op *
                  detail);
         mx_ldap_op_detach(op);
         /* The server answers, so it stays up; the op may try another. */
-        mx_ldap_entries_free(&op->entries, op->n_entries);
-        op->n_entries = op->cap_entries = 0;
-        op->truncated = false;
         mx_ldap_retry_or_fail(op, server, reason);
     } else {
         mx_ldap_complete(op, MX_LDAP_ERROR, server->uri, "%s: search %s failed: %s%s%s",
@@ -1796,6 +1840,14 @@ struct mx_ldap_op *mx_ldap_search(struct mx_ldap *ldap, const struct mx_ldap_que
         return op;
     }
     op->filter = mx_strdup(query->filter);
+    if (strstr(op->filter, "\\00") != NULL) {
+        /* An assertion value with a NUL byte. No value we look up holds one,
+         * but slapd's IA5String normalizer (mail!) stops at the NUL:
+         * (mail=alice@example.test\00evil) matches alice. Never ask. */
+        mx_log(MX_LOG_WARNING, "ldap.filter_nul_refused", MX_KV("filter", op->filter));
+        mx_ldap_complete(op, MX_LDAP_NOT_FOUND, NULL, NULL);
+        return op;
+    }
     if (query->attrs != NULL) {
         size_t n = 0;
         while (query->attrs[n] != NULL)

@@ -168,7 +168,11 @@ struct mx_ldap *mx_ldap_new(struct event_base *base, const struct mx_ldap_config
 void mx_ldap_free(struct mx_ldap **ldap);
 
 /* mx_ldap_search - start a search; cb runs exactly once later from the event
- * loop unless the op is cancelled. Never returns NULL. The query is copied. */
+ * loop unless the op is cancelled. Never returns NULL. The query is copied.
+ * A filter asserting a value that contains a NUL byte (escaped "\00") is
+ * answered NOT_FOUND without asking: slapd's IA5String normalizer cuts such
+ * a value at the NUL, so (mail=alice@example.test\00evil) would match alice.
+ * (Build no compound filter where another branch should still match.) */
 struct mx_ldap_op *mx_ldap_search(struct mx_ldap *ldap, const struct mx_ldap_query *query,
                                   mx_ldap_search_fn *cb, void *ctx);
 

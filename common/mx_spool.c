@@ -183,6 +183,12 @@ int mx_spool_write(struct mx_spool_file *file, const void *data, size_t len, cha
     return 0;
 }
 
+char *mx_spool_tmp_path(const struct mx_spool_file *file, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%s", file->spool->tmp_dir, file->name);
+    return buf;
+}
+
 static void mx_spool_file_free(struct mx_spool_file *file)
 {
     if (file->fd >= 0)

@@ -48,6 +48,9 @@ int mx_spool_create(struct mx_spool *spool, const char *name, struct mx_spool_fi
                     char **error_r);
 /* mx_spool_write - append all of data (short writes and EINTR handled). */
 int mx_spool_write(struct mx_spool_file *file, const void *data, size_t len, char **error_r);
+/* mx_spool_tmp_path - "<dir>/tmp/NAME" of a file being written (for a
+ * reader on this node, e.g. the content filter); returns buf. */
+char *mx_spool_tmp_path(const struct mx_spool_file *file, char *buf, size_t size);
 /* mx_spool_abort - discard an uncommitted file. */
 void mx_spool_abort(struct mx_spool_file **file);
 

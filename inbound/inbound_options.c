@@ -67,7 +67,7 @@ const struct mx_option inbound_options[] = {
       "concurrent sessions from one client address (421 4.7.0 beyond)" },
     { "inbound.instances.*.max_connection_rate", MX_OPT_INT, "600", 0, 1000000, NULL,
       "new sessions per client address per minute; 0 = unlimited (421 4.7.0 beyond)" },
-    { "inbound.instances.*.max_errors", MX_OPT_INT, "10", 1, 1000, NULL,
+    { "inbound.instances.*.max_errors", MX_OPT_INT, "20", 1, 1000, NULL,
       "protocol errors in one session before it is closed (421 4.7.0)" },
     { "inbound.instances.*.idle_timeout", MX_OPT_DURATION, "\"5m\"", 1000, 3600000, NULL,
       "close a session that sends nothing this long (RFC 5321 4.5.3.2)" },
