@@ -540,3 +540,59 @@ const char *mx_config_source(const struct mx_config_node *node, const char *path
     }
     return buf;
 }
+
+/* mx_config_sample_set - does the sample set the option at generic path
+ * (a "*" segment matches any element of a list of groups)? */
+static bool mx_config_sample_set(const config_setting_t *setting, const char *path)
+{
+    if (*path == '\0')
+        return true;
+    const char *dot = strchr(path, '.');
+    size_t len = dot ? (size_t)(dot - path) : strlen(path);
+    const char *rest = dot ? dot + 1 : "";
+    if (len == 1 && path[0] == '*') {
+        for (int i = 0; i < config_setting_length(setting); i++)
+            if (mx_config_sample_set(config_setting_get_elem(setting, (unsigned)i), rest))
+                return true;
+        return false;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "%.*s", (int)len, path);
+    const config_setting_t *child = config_setting_get_member(setting, name);
+    return child != NULL && mx_config_sample_set(child, rest);
+}
+
+int mx_config_check_sample(const char *path, const struct mx_option *const *tables,
+                           char **error_r)
+{
+    struct mx_config *cfg = NULL;
+    if (mx_config_load(path, tables, &cfg, error_r) < 0)
+        return -1;
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *fp = fopen(path, "r");
+    if (fp != NULL) {
+        FILE *mem = open_memstream(&text, &text_len);
+        char buf[4096];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, fp)) > 0)
+            fwrite(buf, 1, n, mem);
+        fclose(mem);
+        fclose(fp);
+    }
+    struct mx_config_errors errs = { 0 };
+    for (size_t i = 0; i < cfg->n_options; i++) {
+        const struct mx_option *o = cfg->options[i];
+        if (!mx_config_sample_set(config_root_setting(&cfg->file), o->path))
+            mx_config_error_add(&errs, "%s: does not set %s (%s)", path, o->path, o->doc);
+        else if (text == NULL || strstr(text, o->doc) == NULL)
+            mx_config_error_add(&errs, "%s: lacks the doc line of %s: \"%s\"", path, o->path, o->doc);
+    }
+    free(text);
+    mx_config_free(&cfg);
+    if (errs.count) {
+        *error_r = errs.text;
+        return -1;
+    }
+    return 0;
+}

@@ -91,6 +91,13 @@ bool mx_config_is_set(const struct mx_config_node *node, const char *path);
 const char *mx_config_source(const struct mx_config_node *node, const char *path,
                              char *buf, size_t size);
 
+/* mx_config_check_sample - the sample config at path must load cleanly
+ * against tables, set every option they declare (group members and list
+ * elements included) and carry each option's doc line. 0, or -1 with a
+ * heap error_r listing what is missing. Keeps deploy/mxcluster.conf true. */
+int mx_config_check_sample(const char *path, const struct mx_option *const *tables,
+                           char **error_r);
+
 /* Parsers shared with command-line tools; 0 or -1. */
 int mx_config_parse_size(const char *text, long long *bytes_r);
 int mx_config_parse_duration(const char *text, long long *ms_r);

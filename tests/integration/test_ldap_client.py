@@ -20,7 +20,6 @@ Run by ctest (label integration), or by hand:
 """
 
 import os
-import signal
 import subprocess
 import sys
 import unittest
@@ -89,7 +88,7 @@ class LdapClientTest(unittest.TestCase):
                 self.run_mode("hang", hung.uri, directory=hung,
                               MX_TEST_SLAPD_PID=hung.pid)
             finally:
-                hung.proc.signal(signal.SIGCONT)  # whatever happened
+                hung.resume()  # whatever happened (SIGCONT)
             self.assertTrue(hung.ldapsearch("(uid=alice)", ["mail"]))
 
     def test_e_failover_dead_first(self):
