@@ -753,8 +753,11 @@ static ber_slen_t mx_ldap_sbio_write(Sockbuf_IO_Desc *sbiod, void *buf, ber_len_
 
     if (conn != NULL) {
         conn->writes++;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (!conn->write_blocked)
+                conn->server->ldap->stats.write_stalls++;
             conn->write_blocked = true;
+        }
         else if (n >= 0 && (ber_len_t)n == len)
             conn->write_blocked = false;
     }

@@ -25,7 +25,9 @@
  * loop), and never after mx_ldap_op_cancel or mx_ldap_free. A callback may
  * start new operations, cancel others and free the client.
  *
- * Not thread-safe: one struct mx_ldap per event loop thread.
+ * Not thread-safe: one struct mx_ldap per event loop thread. libldap writes
+ * with plain write()/send(): the process must ignore SIGPIPE (every daemon
+ * does), or a server that closes a connection can kill it.
  */
 #ifndef MX_LDAP_H
 #define MX_LDAP_H
@@ -144,6 +146,7 @@ struct mx_ldap_stats {
     uint64_t retries;         /* operations moved to another URI */
     uint64_t server_failures; /* times a URI was marked down */
     uint64_t unavailable;     /* operations answered UNAVAILABLE */
+    uint64_t write_stalls;    /* a socket write would have blocked (EAGAIN) */
     uint64_t cache_hits;      /* positive + negative */
     uint64_t cache_negative_hits;
     uint64_t cache_misses;

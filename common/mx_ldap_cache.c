@@ -95,8 +95,9 @@ struct mx_ldap_cache *mx_ldap_cache_new(size_t max_entries, unsigned positive_tt
 
     if (max_entries == 0)
         max_entries = 1;
-    /* Load factor <= 0.75 at capacity, so chains stay short. */
-    while (n_buckets < max_entries + max_entries / 3 && n_buckets < ((size_t)1 << 30))
+    /* Load factor <= 0.75 at capacity, so chains stay short; at most 4M
+     * buckets (32 MiB) however large the configured capacity. */
+    while (n_buckets < max_entries / 3 * 4 + 1 && n_buckets < ((size_t)1 << 22))
         n_buckets <<= 1;
     cache->max_entries = max_entries;
     cache->mask = n_buckets - 1;

@@ -244,6 +244,9 @@ static const struct path_case cases[] = {
     { ">", 0, 0, E(BRACKETS), 0, 0, 0, 0, 0, 0 },
     { "@a.test:user@example.test", 0, B, E(LOCAL_SYNTAX), 0, 0, 0, 0, 0, 0 },
     { "user", 0, B, E(NO_DOMAIN), 0, 0, 0, 0, 0, 0 },
+    { "u@[127.0.0.1]@example.test", 0, B, E(TWO_AT), 0, 0, 0, 0, 0, 0 },
+    { "u@[127.0.0.1]>", 0, B, E(BRACKETS), 0, 0, 0, 0, 0, 0 },
+    { "u@[127.0.0.1]", 0, B, OK, "u", NULL, "[127.0.0.1]", "u@[127.0.0.1]", F_LIT, 0 },
     { "\"a b\"@example.test", 0, B, OK, "a b", "\"a b\"", "example.test",
       "\"a b\"@example.test", F_QUOTED, 0 },
 

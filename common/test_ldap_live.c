@@ -197,6 +197,13 @@ static struct mx_ldap_op *start_search(struct mx_ldap *ldap, const char *filter,
     return mx_ldap_search(ldap, &q, on_search, a);
 }
 
+static void search_start_raw(struct mx_ldap *ldap, const char *filter, struct answer *a)
+{
+    struct mx_ldap_query q = { .scope = MX_LDAP_SCOPE_SUB, .filter = filter,
+                               .attrs = account_attrs };
+    mx_ldap_search(ldap, &q, on_search, a);
+}
+
 /* Search and wait; checks the callback did not run inside mx_ldap_search. */
 static void search_wait(struct mx_ldap *ldap, const char *filter, bool use_cache,
                         struct answer *a)
@@ -801,13 +808,33 @@ static void test_hang_timeout_keeps_loop_running(void **state)
     int outstanding = 0;
     struct ticker t;
 
+    /* A second client sends big requests into the stopped server until the
+     * socket buffers are full: writes must stall (EAGAIN), never block. */
+    struct mx_ldap *big = make_client(&o);
+    enum { N_BIG = 128, BIG_LEN = 65536 };
+    struct answer *bigs = mx_calloc(N_BIG, sizeof *bigs);
+    char *big_filter = mx_malloc(BIG_LEN + 16);
+    snprintf(big_filter, 16, "(mail=");
+    memset(big_filter + 6, 'a', BIG_LEN);
+    strcpy(big_filter + 6 + BIG_LEN, ")");
+
     memset(many, 0, sizeof many);
     lookup_wait(ldap, "alice@example.test", false, &a);
     expect_uid(&a, "alice", "before the hang");
+    lookup_wait(big, "alice@example.test", false, &a);
+    expect_uid(&a, "alice", "before the hang (second client)");
 
     assert_int_equal(kill(pid, SIGSTOP), 0);
-    ticker_start(&t, 10);
     uint64_t t0 = now_ms();
+    for (int i = 0; i < N_BIG; i++) {
+        bigs[i].outstanding = &outstanding;
+        outstanding++;
+        search_start_raw(big, big_filter, &bigs[i]);
+    }
+    /* (Encoding 8 MiB of requests is CPU work of its own: measure the loop
+     * from here, while everything waits.) */
+    ticker_start(&t, 10);
+    t0 = now_ms();
     for (int i = 0; i < 50; i++) {
         many[i].outstanding = &outstanding;
         outstanding++;
@@ -831,6 +858,19 @@ static void test_hang_timeout_keeps_loop_running(void **state)
         assert_true(many[i].at_ms - t0 < 1600);
         answer_clear(&many[i]);
     }
+    struct mx_ldap_stats bst;
+    mx_ldap_get_stats(big, &bst);
+    printf("# hang: %d searches of %d KiB each into the stopped server: write stalls %llu\n",
+           N_BIG, BIG_LEN / 1024, (unsigned long long)bst.write_stalls);
+    for (int i = 0; i < N_BIG; i++) {
+        expect_status(&bigs[i], MX_LDAP_UNAVAILABLE, "big search while stopped");
+        assert_true(bigs[i].at_ms - t0 < 1600);
+        answer_clear(&bigs[i]);
+    }
+    assert_true(bst.write_stalls >= 1);
+    free(bigs);
+    free(big_filter);
+    mx_ldap_free(&big);
 
     /* A fresh client: the kernel still accepts the TCP connection, the
      * service bind is never answered. */

@@ -25,7 +25,7 @@ REPLY(err_control,      501, "5.5.4", "Syntax error: control character in comman
 REPLY(err_no_params,    501, "5.5.4", "Syntax error: no parameters allowed");
 REPLY(err_helo,         501, "5.5.4", "Syntax: HELO hostname");
 REPLY(err_ehlo,         501, "5.5.4", "Syntax: EHLO hostname");
-REPLY(err_helo_utf8,    501, "5.5.4", "Invalid UTF-8 in hostname");
+REPLY(err_helo_chars,   501, "5.5.4", "Invalid characters in hostname");
 REPLY(err_mail,         501, "5.5.4", "Syntax: MAIL FROM:<address>");
 REPLY(err_rcpt,         501, "5.5.4", "Syntax: RCPT TO:<address>");
 REPLY(err_vrfy,         501, "5.5.4", "Syntax: VRFY address");
@@ -105,6 +105,20 @@ static bool word_is(const char *s, size_t n, const char *w)
         return false;
     for (size_t i = 0; i < n; i++) {
         if (ascii_upper((unsigned char)s[i]) != (unsigned char)w[i])
+            return false;
+    }
+    return true;
+}
+
+/* utf8_text_ok - strict UTF-8 without C1 controls (U+0080..U+009F, which
+ * are C2 80..C2 9F once the UTF-8 is known valid); C0 controls and DEL are
+ * refused for the whole line before any of this runs. */
+static bool utf8_text_ok(const char *s, size_t n)
+{
+    if (!mx_address_utf8_valid(s, n))
+        return false;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if ((unsigned char)s[i] == 0xc2 && (unsigned char)s[i + 1] <= 0x9f)
             return false;
     }
     return true;
@@ -297,8 +311,7 @@ static int parse_orcpt(const char *v, size_t n, bool utf8_txn,
         bool high = false;
         for (size_t i = 0; i < alen; i++)
             high |= (unsigned char)addr[i] >= 0x80;
-        if (alen > SMTP_ORCPT_MAX || (high && !utf8_txn) ||
-            !mx_address_utf8_valid(addr, alen))
+        if (alen > SMTP_ORCPT_MAX || (high && !utf8_txn) || !utf8_text_ok(addr, alen))
             return fail(err_r, &err_orcpt);
         memcpy(rcpt->orcpt, addr, alen);
         rcpt->orcpt[alen] = '\0';
@@ -512,8 +525,8 @@ static int parse_helo(struct smtp_cmd *cmd, struct smtp_reply_err *err_r)
 {
     if (cmd->arg_len == 0)
         return fail(err_r, cmd->verb == SMTP_VERB_HELO ? &err_helo : &err_ehlo);
-    if (!mx_address_utf8_valid(cmd->arg, cmd->arg_len))
-        return fail(err_r, &err_helo_utf8);
+    if (!utf8_text_ok(cmd->arg, cmd->arg_len))
+        return fail(err_r, &err_helo_chars);
     const char *w = cmd->arg;
     size_t wl = 0;
     while (wl < cmd->arg_len && w[wl] != ' ')

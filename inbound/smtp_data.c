@@ -166,8 +166,28 @@ size_t smtp_data_feed(struct smtp_data_decoder *dec, const void *data,
 
         case SMTP_DATA_ST_TEXT: {
             const unsigned char *q = p;
-            while (q < end && !special_byte[*q])
-                q++;
+            /* Fast path: whole "text CRLF" lines stay in this loop. A CRLF
+             * inside the chunk is accounted with its line in one call (CR
+             * and LF are ordinary bytes for the length and size checks, and
+             * account() finds the first crossing); only a line starting
+             * with '.' or a chunk end goes back through LINE_START. */
+            for (;;) {
+                while (q < end && !special_byte[*q])
+                    q++;
+                if (q + 1 < end && q[0] == '\r' && q[1] == '\n') {
+                    account(dec, (uint64_t)(q - p) + 2);
+                    p = q + 2;
+                    q = p;
+                    dec->line++;
+                    dec->line_len = 0;
+                    if (p < end && *p != '.')
+                        continue;
+                    dec->state = SMTP_DATA_ST_LINE_START;
+                }
+                break;
+            }
+            if (dec->state != SMTP_DATA_ST_TEXT)
+                break;
             if (q > p) {
                 account(dec, (uint64_t)(q - p));
                 p = q;

@@ -108,6 +108,24 @@ class TestSink:
             found[name] = (sender, rcpts, body)
         return found
 
+    def envelopes(self):
+        """envelopes - {message id: {label: [values]}} of every envelope line
+        the sink kept (sender, rcpt, notify, orcpt, envid, ret, body_type,
+        auth_user, client_addr, client_name, instance, smtputf8)."""
+        queue = os.path.join(self.dir, "data", "queue")
+        found = {}
+        if not os.path.isdir(queue):
+            return found
+        for name in os.listdir(queue):
+            with open(os.path.join(queue, name), "rb") as f:
+                head = f.read().partition(b"\n\n")[0]
+            fields = {}
+            for line in head.decode("utf-8", "replace").split("\n"):
+                label, _, value = line.partition(" ")
+                fields.setdefault(label, []).append(value)
+            found[name] = fields
+        return found
+
     def duplicates(self):
         path = os.path.join(self.dir, "data", "duplicates")
         if not os.path.exists(path):
@@ -126,7 +144,7 @@ class Inbound:
 
     def __init__(self, ldap, delivery_endpoint, state_dir=None, extra_config="",
                  instance_overrides=None, filter_endpoints=(), filter_fail_open=False,
-                 sanitize_log=True):
+                 sanitize_log=True, log_level="debug", inbound_overrides=None):
         self._own_dir = state_dir is None
         self.dir = state_dir or tempfile.mkdtemp(prefix="mxinbound-")
         self.ldap = ldap
@@ -136,8 +154,12 @@ class Inbound:
         self.cert, self.key = make_certificate(self.dir)
         self.extra_config = extra_config
         self.instance_overrides = instance_overrides or {}
+        # settings of the inbound group itself, e.g.
+        # {"auth_max_failures_per_ip": "3"} (values are libconfig text)
+        self.inbound_overrides = inbound_overrides or {}
         self.filter_endpoints = list(filter_endpoints)
         self.filter_fail_open = filter_fail_open
+        self.log_level = log_level
         self.config_path = os.path.join(self.dir, "mxcluster.conf")
         self.log_path = os.path.join(self.dir, "inbound.log")
         self.spool_dir = os.path.join(self.dir, "spool")
@@ -164,7 +186,7 @@ class Inbound:
 
         text = """
 node = { name = "test1"; id = 1; state_dir = %(state)s; };
-log = { level = "debug"; };
+log = { level = %(log_level)s; };
 ldap = { uris = %(uris)s; base_dn = %(base)s; bind_dn = %(bind_dn)s;
          bind_password_file = %(pw)s; timeout = "2s"; connect_timeout = "1s";
          retry_down_after = "1s"; };
@@ -174,6 +196,7 @@ inbound = {
   spool_dir = %(spool)s;
   delivery = { endpoints = %(delivery)s; timeout = "2s"; retry_interval = "500ms"; };
   filter = { endpoints = %(filters)s; timeout = "2s"; fail_open = %(fail_open)s; };
+  %(inbound_extra)s
   instances = (
     %(mta)s,
     %(msa)s
@@ -195,6 +218,8 @@ inbound = {
             "msa": instance("msa", "msa", ["127.0.0.1:%d" % self.ports["msa"]],
                             ["127.0.0.1:%d" % self.ports["msa_tls"]]),
             "extra": self.extra_config,
+            "inbound_extra": " ".join("%s = %s;" % kv for kv in self.inbound_overrides.items()),
+            "log_level": _lc_string(self.log_level),
         }
         with open(self.config_path, "w") as f:
             f.write(text)

@@ -9,8 +9,10 @@
  *     -t N  answer TEMPFAIL to the first N requests (retry paths)
  *     -s    never answer (timeout paths)
  *
- * DIR/queue/<message id> holds, per message, the recipients and the body:
- *   sender <addr>\n rcpt <addr>\n ... \n\n<body>
+ * DIR/queue/<message id> holds, per message, the envelope and the body:
+ *   sender <addr>\n rcpt <addr>\n notify <..>\n orcpt <..>\n ... \n\n<body>
+ * (one "<label> <value>" line per string field of the request, in wire
+ * order, so tests can check what the envelope carried: DSN, SMTPUTF8, AUTH)
  * and DIR/duplicates counts requests answered DUPLICATE (one line each). */
 #include <errno.h>
 #include <event2/event.h>
@@ -49,6 +51,25 @@ static void sink_on_commit(void *ctx, int error, const char *name)
         mx_server_ack(&p->req, MX_STATUS_OK, "stored", &bus_error);
     mx_log(MX_LOG_INFO, "sink.stored", MX_KV("id", p->name), MX_KVI("error", error));
     free(p);
+}
+
+/* sink_label - the line label of a string field kept in the queue file. */
+static const char *sink_label(uint16_t tag)
+{
+    switch (tag) {
+    case F_SENDER: return "sender ";
+    case F_RECIPIENT: return "rcpt ";
+    case F_RCPT_NOTIFY: return "notify ";
+    case F_RCPT_ORCPT: return "orcpt ";
+    case F_ENVID: return "envid ";
+    case F_RET: return "ret ";
+    case F_BODY_TYPE: return "body_type ";
+    case F_AUTH_USER: return "auth_user ";
+    case F_CLIENT_ADDR: return "client_addr ";
+    case F_CLIENT_NAME: return "client_name ";
+    case F_INSTANCE: return "instance ";
+    default: return NULL;
+    }
 }
 
 static void sink_handle(void *ctx, struct mx_server_request *req, const struct mx_frame_view *frame)
@@ -98,7 +119,7 @@ static void sink_handle(void *ctx, struct mx_server_request *req, const struct m
     size_t body_len = 0;
     int bad = 0;
     while (mx_frame_next_field(frame, &it, &tag, &value, &len) == 1) {
-        const char *label = tag == F_SENDER ? "sender " : tag == F_RECIPIENT ? "rcpt " : NULL;
+        const char *label = sink_label(tag);
         if (tag == F_BODY) {
             body = value;
             body_len = len;
@@ -107,6 +128,12 @@ static void sink_handle(void *ctx, struct mx_server_request *req, const struct m
             bad |= mx_spool_write(file, value, len, &error);
             bad |= mx_spool_write(file, "\n", 1, &error);
         }
+    }
+    uint32_t smtputf8;
+    if (mx_frame_get_u32(frame, F_SMTPUTF8, &smtputf8) == 0) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "smtputf8 %u\n", (unsigned)smtputf8);
+        bad |= mx_spool_write(file, line, (size_t)n, &error);
     }
     bad |= mx_spool_write(file, "\n", 1, &error);
     if (body)
