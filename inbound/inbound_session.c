@@ -80,6 +80,8 @@ struct inbound_session {
     struct event *resume;      /* deferred session_drive after an async reply */
     bool tls;
     bool discarding_line;     /* inside an over-long line: drop until its end */
+    unsigned flush_polls;     /* see session_close_flushed */
+    struct event *flush_timer;
     unsigned errors;
     unsigned transactions;
 
@@ -121,6 +123,7 @@ struct inbound_session {
 
 static void session_drive(struct inbound_session *s);
 static void session_close(struct inbound_session *s, const char *reason);
+static void session_close_flushed(struct inbound_session *s);
 
 /* Header names the scanner counts while a message streams in. */
 enum { HDR_DATE, HDR_MESSAGE_ID, HDR_RECEIVED, HDR_FROM };
@@ -227,6 +230,8 @@ static void session_close(struct inbound_session *s, const char *reason)
         event_free(s->session_timer);
     if (s->resume)
         event_free(s->resume);
+    if (s->flush_timer)
+        event_free(s->flush_timer);
     if (s->limits_counted)
         inbound_limits_disconnect(s->server->limits, s->peer_ip);
     s->server->connections--;
@@ -453,7 +458,8 @@ static void session_auth_check(struct inbound_session *s, const char *login, con
 {
     char key[300];
     snprintf(key, sizeof key, "user:%s", login);
-    snprintf(s->sasl_login, sizeof s->sasl_login, "%s", login);
+    if (login != s->sasl_login) /* AUTH LOGIN decoded it there already */
+        snprintf(s->sasl_login, sizeof s->sasl_login, "%s", login);
     if (password_len == 0) { /* an empty simple bind would succeed anonymously */
         session_client_error(s, 535, "5.7.8", "Authentication credentials invalid");
         return;
@@ -1230,6 +1236,31 @@ static void session_feed_body(struct inbound_session *s, struct evbuffer *in)
     }
 }
 
+/* session_close_flushed - close once the last reply really left. Under
+ * STARTTLS the session's bufferevent is a filter: its output drains into
+ * the socket bufferevent below, whose progress we get no callback for, so
+ * that one is polled (bounded: a client that stops reading is cut off). */
+static void session_on_flush_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct inbound_session *s = arg;
+    if (s->state == SESSION_QUIT)
+        session_close_flushed(s);
+}
+
+static void session_close_flushed(struct inbound_session *s)
+{
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    if (below == NULL || evbuffer_get_length(bufferevent_get_output(below)) == 0 ||
+        ++s->flush_polls > 200) {
+        session_close(s, "quit");
+        return;
+    }
+    struct timeval tv = { 0, 10000 };
+    if (s->flush_timer == NULL) /* freed by session_close */
+        s->flush_timer = evtimer_new(s->server->base, session_on_flush_poll, s);
+    evtimer_add(s->flush_timer, &tv);
+}
+
 /* session_drive - process as much buffered input as the state allows. */
 static void session_drive(struct inbound_session *s)
 {
@@ -1239,7 +1270,7 @@ static void session_drive(struct inbound_session *s)
         struct evbuffer *out = bufferevent_get_output(s->bev);
         if (s->state == SESSION_QUIT) {
             if (evbuffer_get_length(out) == 0)
-                session_close(s, "quit");
+                session_close_flushed(s);
             return; /* session_on_write closes once the reply is out */
         }
         if (evbuffer_get_length(out) > SESSION_OUTPUT_HIGH)
@@ -1305,7 +1336,7 @@ static void session_on_write(struct bufferevent *bev, void *arg)
 {
     struct inbound_session *s = arg;
     if (s->state == SESSION_QUIT) {
-        session_close(s, "quit");
+        session_close_flushed(s);
         return;
     }
     session_drive(s); /* output drained below the mark: read on */
