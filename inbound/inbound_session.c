@@ -381,7 +381,35 @@ static void session_set_callbacks(struct inbound_session *s)
     struct timeval idle = { s->instance->idle_timeout_ms / 1000,
                             (s->instance->idle_timeout_ms % 1000) * 1000 };
     bufferevent_set_timeouts(s->bev, &idle, &idle);
+    /* session_on_write resumes reading once output fell below this. */
+    bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_OUTPUT_HIGH / 4, 0);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* session_wrap_implicit_tls - an implicit-TLS listener behind a balancer:
+ * the PROXY header came in clear, the client's handshake follows it on the
+ * same connection. Handshake bytes read together with the header are still
+ * in the plain input, where the filter reads them; the trigger makes it
+ * look (no new bytes will arrive before the server answers). */
+static int session_wrap_implicit_tls(struct inbound_session *s)
+{
+    struct bufferevent *plain = s->bev;
+    SSL *ssl = SSL_new(s->server->tls_ctx);
+    struct bufferevent *tls =
+        ssl ? bufferevent_openssl_filter_new(s->server->base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+            : NULL;
+    if (tls == NULL) {
+        mx_log(MX_LOG_ERR, "smtp.tls_setup_failed", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip));
+        session_close(s, "TLS setup failed");
+        return -1;
+    }
+    s->bev = tls;
+    s->tls = true;
+    session_set_callbacks(s);
+    if (evbuffer_get_length(bufferevent_get_input(plain)) > 0)
+        bufferevent_trigger(plain, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+    return 0;
 }
 
 static void session_cmd_starttls(struct inbound_session *s)
@@ -1300,6 +1328,8 @@ static void session_drive(struct inbound_session *s)
                                          ? ((const struct sockaddr_in *)src)->sin_port
                                          : ((const struct sockaddr_in6 *)src)->sin6_port);
             }
+            if (s->listener->implicit_tls && session_wrap_implicit_tls(s) < 0)
+                return;
             session_begin(s);
             continue;
         }
@@ -1422,7 +1452,10 @@ void inbound_session_start(struct inbound_listener *listener, int fd, const stru
                                                     : ((const struct sockaddr_in6 *)peer)->sin6_port);
     server->connections++;
     evutil_make_socket_nonblocking(fd);
-    if (listener->implicit_tls) {
+    /* From a balancer the PROXY header comes first, in clear, even on an
+     * implicit-TLS port: TLS starts after it (session_wrap_implicit_tls). */
+    bool from_proxy = session_from_proxy(s->instance, peer);
+    if (listener->implicit_tls && !from_proxy) {
         SSL *ssl = SSL_new(server->tls_ctx);
         s->bev = bufferevent_openssl_socket_new(server->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
@@ -1436,9 +1469,8 @@ void inbound_session_start(struct inbound_listener *listener, int fd, const stru
                              (s->instance->session_timeout_ms % 1000) * 1000 };
     evtimer_add(s->session_timer, &total);
     session_set_callbacks(s);
-    bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_OUTPUT_HIGH / 4, 0);
     (void)peer_len;
-    if (session_from_proxy(s->instance, peer)) {
+    if (from_proxy) {
         s->state = SESSION_PROXY;
         return;
     }
