@@ -94,6 +94,78 @@
       "F_ARRIVAL, F_SIZE, F_BODY; acked with MSG_ANY_ACK after delivery's durable " \
       "write (OK or DUPLICATE: inbound removes its copy; TEMPFAIL: retried; "        \
       "PERMFAIL: held for the operator)")                                         \
+    /* mx-store's request API (issue 4). Every request names F_USER and,   \
+     * where it applies, F_MAILBOX (UTF-8 IMAP name, '/' separated,        \
+     * "INBOX" case-insensitive). Requests that change state are applied   \
+     * through the store's numbered operation log and answered only after \
+     * the log entry and the Maildir file are durable (and, once paired,   \
+     * on the replica). Replies carry F_STATUS; NOT_FOUND / EXISTS /       \
+     * OVER_QUOTA / STALE_EPOCH are enum mx_status values. UID sets are    \
+     * IMAP sequence-set text over UIDs ("1:5,7,9:*"). */                   \
+    X(MSG_ANY_STORE_APPEND,               300, "delivery|imap -> store",          \
+      "F_USER, F_MAILBOX, F_FLAG*, F_ARRIVAL (internal date), F_BODY, "           \
+      "F_QUOTA_BYTES, F_QUOTA_COUNT (0 = unlimited), F_CREATE (1 = create the "   \
+      "mailbox if missing); message_id set = dedup: the same id appended to the " \
+      "same user's mailbox again answers DUPLICATE with the first UID")          \
+    X(MSG_STORE_ANY_APPEND_RESULT,        301, "store -> delivery|imap",          \
+      "F_STATUS, F_UIDVALIDITY, F_UID, F_MODSEQ, F_QUOTA_USED, F_QUOTA_BYTES")    \
+    X(MSG_ANY_STORE_MAILBOX_LIST,         302, "imap -> store",                   \
+      "F_USER; reply MSG_STORE_ANY_MAILBOX_LIST_RESULT")                         \
+    X(MSG_STORE_ANY_MAILBOX_LIST_RESULT,  303, "store -> imap",                   \
+      "F_STATUS, (F_MAILBOX F_MAILBOX_ATTRS)*")                                  \
+    X(MSG_ANY_STORE_MAILBOX_CREATE,       304, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_SPECIAL_USE; MSG_ANY_ACK (OK / EXISTS)")             \
+    X(MSG_ANY_STORE_MAILBOX_DELETE,       305, "imap -> store",                   \
+      "F_USER, F_MAILBOX; MSG_ANY_ACK (OK / NOT_FOUND)")                         \
+    X(MSG_ANY_STORE_MAILBOX_RENAME,       306, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_MAILBOX_NEW (children move along); MSG_ANY_ACK")     \
+    X(MSG_ANY_STORE_MAILBOX_SUBSCRIBE,    307, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_SUBSCRIBE (1/0); MSG_ANY_ACK")                       \
+    X(MSG_ANY_STORE_MAILBOX_STATUS,       308, "imap -> store",                   \
+      "F_USER, F_MAILBOX; reply MSG_STORE_ANY_MAILBOX_STATE")                    \
+    X(MSG_ANY_STORE_MAILBOX_SELECT,       309, "imap -> store",                   \
+      "F_USER, F_MAILBOX; reply MSG_STORE_ANY_MAILBOX_STATE with F_FLAG* "       \
+      "(keywords in use) and the UID list (F_UID_SET)")                         \
+    X(MSG_STORE_ANY_MAILBOX_STATE,        310, "store -> imap",                   \
+      "F_STATUS, F_MESSAGES, F_UNSEEN, F_UIDVALIDITY, F_UIDNEXT, "                \
+      "F_HIGHESTMODSEQ, F_SIZE, [F_FLAG*, F_UID_SET]")                           \
+    X(MSG_ANY_STORE_MESSAGE_FETCH,        311, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID_SET, F_FETCH_ITEMS (bits); reply " \
+      "MSG_STORE_ANY_FETCH_RESULT")                                             \
+    X(MSG_STORE_ANY_FETCH_RESULT,         312, "store -> imap",                   \
+      "F_STATUS, then per message F_UID followed by its items: F_FLAG*, "        \
+      "F_MODSEQ, F_ARRIVAL, F_SIZE, F_ENVELOPE, F_BODYSTRUCTURE, F_MESSAGE_ID")  \
+    X(MSG_ANY_STORE_MESSAGE_BODY,         313, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID, F_SECTION, F_OFFSET, F_LENGTH; "  \
+      "reply MSG_STORE_ANY_BODY_RESULT (F_STATUS, F_BODY)")                     \
+    X(MSG_STORE_ANY_BODY_RESULT,          314, "store -> imap",                   \
+      "F_STATUS, F_BODY")                                                       \
+    X(MSG_ANY_STORE_FLAGS_STORE,          315, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID_SET, F_FLAG_MODE, F_FLAG*, "       \
+      "F_UNCHANGEDSINCE; reply MSG_STORE_ANY_FETCH_RESULT (new flags, modseq) "   \
+      "plus F_MODIFIED_SET")                                                    \
+    X(MSG_ANY_STORE_MESSAGE_EXPUNGE,      316, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, [F_UID_SET]; only \\Deleted ones; "     \
+      "reply MSG_STORE_ANY_UIDS_RESULT")                                        \
+    X(MSG_ANY_STORE_MESSAGE_COPY,         317, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID_SET, F_MAILBOX_NEW, F_MOVE (1 = "  \
+      "move); reply MSG_STORE_ANY_UIDS_RESULT (source F_UID_SET, F_UID_SET_NEW)") \
+    X(MSG_STORE_ANY_UIDS_RESULT,          318, "store -> imap",                   \
+      "F_STATUS, F_UIDVALIDITY, F_UID_SET, [F_UID_SET_NEW], F_HIGHESTMODSEQ")    \
+    X(MSG_ANY_STORE_QUOTA_GET,            319, "imap|delivery|inbound -> store",  \
+      "F_USER; reply MSG_STORE_ANY_QUOTA_RESULT")                               \
+    X(MSG_STORE_ANY_QUOTA_RESULT,         320, "store -> any",                    \
+      "F_STATUS, F_QUOTA_USED, F_QUOTA_BYTES, F_MESSAGES, F_QUOTA_COUNT")        \
+    X(MSG_ANY_STORE_CHANGES_SINCE,        321, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_MODSEQ (QRESYNC/CONDSTORE); reply "    \
+      "MSG_STORE_ANY_FETCH_RESULT of changed messages + F_VANISHED_SET")         \
+    X(MSG_ANY_STORE_MESSAGE_SEARCH,       322, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_SEARCH (the IMAP search key text, "    \
+      "charset UTF-8): the store searches where the data is; reply "            \
+      "MSG_STORE_ANY_UIDS_RESULT (F_UID_SET of matches)")                        \
+    X(MSG_STORE_ANY_MAILBOX_CHANGED,      330, "store -> imap (PUB)",             \
+      "topic = user; F_USER, F_MAILBOX, F_MODSEQ, F_CHANGE (bits: new mail, "     \
+      "flags, expunge, mailbox list); lossy by design: IDLE re-reads state")    \
     X(MSG_ANY_MON_EVENT,                  700, "any -> mon (PUB)",                 \
       "one log event: F_ROLE, F_NODE, F_LEVEL, F_TEXT (the key=value line)")
 
@@ -122,7 +194,42 @@
     X(F_RET,            43, STR,   "DSN RET: FULL or HDRS")                         \
     X(F_BODY_TYPE,      44, STR,   "7BIT, 8BITMIME or BINARYMIME")                  \
     X(F_SMTPUTF8,       45, U32,   "1 if the transaction used SMTPUTF8")            \
-    X(F_ARRIVAL,        46, U64,   "arrival time, ms since the Unix epoch")
+    X(F_ARRIVAL,        46, U64,   "arrival time, ms since the Unix epoch")        \
+    X(F_USER,           50, STR,   "mailbox owner: the account's primary mail address") \
+    X(F_MAILBOX,        51, STR,   "mailbox name, UTF-8, '/' hierarchy")           \
+    X(F_MAILBOX_NEW,    52, STR,   "destination / new mailbox name")               \
+    X(F_MAILBOX_ATTRS,  53, U32,   "bits: subscribed, has children, special use")  \
+    X(F_SPECIAL_USE,    54, STR,   "RFC 6154 attribute, e.g. \\\\Sent")             \
+    X(F_SUBSCRIBE,      55, U32,   "1 subscribe, 0 unsubscribe")                   \
+    X(F_CREATE,         56, U32,   "1 = create the mailbox if missing")            \
+    X(F_FLAG,           57, STR,   "a system flag or keyword; repeated")           \
+    X(F_FLAG_MODE,      58, U32,   "0 replace, 1 add, 2 remove")                   \
+    X(F_UID,            60, U32,   "message UID (starts a record in fetch results)") \
+    X(F_UID_SET,        61, STR,   "IMAP sequence-set over UIDs")                  \
+    X(F_UID_SET_NEW,    62, STR,   "UIDs in the destination (COPYUID order)")      \
+    X(F_MODIFIED_SET,   63, STR,   "UIDs not stored (UNCHANGEDSINCE failed)")      \
+    X(F_VANISHED_SET,   64, STR,   "UIDs expunged since F_MODSEQ")                 \
+    X(F_UIDVALIDITY,    65, U32,   "mailbox UIDVALIDITY (requests: must match)")   \
+    X(F_UIDNEXT,        66, U32,   "next UID to be assigned")                      \
+    X(F_MODSEQ,         67, U64,   "a modification sequence")                      \
+    X(F_HIGHESTMODSEQ,  68, U64,   "mailbox HIGHESTMODSEQ")                        \
+    X(F_UNCHANGEDSINCE, 69, U64,   "CONDSTORE UNCHANGEDSINCE")                     \
+    X(F_MESSAGES,       70, U32,   "message count")                                \
+    X(F_UNSEEN,         71, U32,   "messages without \\\\Seen")                     \
+    X(F_FETCH_ITEMS,    72, U32,   "bits: flags, modseq, internaldate, size, envelope, bodystructure, message id") \
+    X(F_ENVELOPE,       73, STR,   "cached IMAP ENVELOPE")                         \
+    X(F_BODYSTRUCTURE,  74, STR,   "cached IMAP BODYSTRUCTURE")                    \
+    X(F_MESSAGE_ID,     75, STR,   "cluster message id (text) of a stored message") \
+    X(F_SECTION,        76, STR,   "IMAP body section spec (\"\", \"1.2\", \"HEADER\", ...)") \
+    X(F_OFFSET,         77, U64,   "partial fetch start")                           \
+    X(F_LENGTH,         78, U64,   "partial fetch length (0 = to the end)")         \
+    X(F_MOVE,           79, U32,   "1 = move instead of copy")                      \
+    X(F_QUOTA_BYTES,    80, U64,   "quota limit in bytes (0 = unlimited)")          \
+    X(F_QUOTA_COUNT,    81, U64,   "quota limit in messages (0 = unlimited)")       \
+    X(F_QUOTA_USED,     82, U64,   "bytes in use")                                 \
+    X(F_SEARCH,         83, STR,   "IMAP search key text")                          \
+    X(F_CHANGE,         84, U32,   "change bits for MSG_STORE_ANY_MAILBOX_CHANGED")  \
+    X(F_EPOCH,          85, U64,   "cluster-map epoch (fences an old primary)")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };
@@ -137,6 +244,11 @@ enum mx_status {
     MX_STATUS_DUPLICATE = 1, /* already had it (same message_id): also done */
     MX_STATUS_TEMPFAIL = 2,  /* our failure: retry later, maybe elsewhere */
     MX_STATUS_PERMFAIL = 3,  /* the request itself is wrong; do not retry */
+    MX_STATUS_NOT_FOUND = 4, /* no such user / mailbox / message */
+    MX_STATUS_EXISTS = 5,    /* mailbox already exists */
+    MX_STATUS_OVER_QUOTA = 6, /* the append would exceed the quota: 552 5.2.2 / NO [OVERQUOTA] */
+    MX_STATUS_STALE_EPOCH = 7, /* sent to a store that is no longer primary: ask the cluster map */
+    MX_STATUS_UIDVALIDITY = 8, /* the request's UIDVALIDITY does not match: reselect */
 };
 
 /* Verdict carried in F_VERDICT by mx-filter. */

@@ -80,6 +80,7 @@ struct inbound_session {
     struct event *resume;      /* deferred session_drive after an async reply */
     bool tls;
     bool discarding_line;     /* inside an over-long line: drop until its end */
+    bool peer_eof;            /* the client shut down its side; input is final */
     unsigned flush_polls;     /* see session_close_flushed */
     struct event *flush_timer;
     unsigned errors;
@@ -1309,8 +1310,11 @@ static void session_drive(struct inbound_session *s)
             struct proxy_v2_result proxy;
             const char *error = NULL;
             int n = avail ? proxy_v2_parse(head, avail < PROXY_V2_MAX ? avail : PROXY_V2_MAX, &proxy, &error) : 0;
-            if (n == 0)
+            if (n == 0) {
+                if (s->peer_eof)
+                    session_close(s, "client closed before the PROXY header");
                 return;
+            }
             if (n < 0) {
                 mx_log(MX_LOG_WARNING, "smtp.proxy_header_invalid", MX_KV("sid", s->sid),
                        MX_KV("balancer", s->peer_ip), MX_KV("error", error));
@@ -1335,15 +1339,21 @@ static void session_drive(struct inbound_session *s)
         }
         if (s->state == SESSION_DATA || s->state == SESSION_BDAT) {
             session_feed_body(s, in);
-            if (s->state == SESSION_DATA || s->state == SESSION_BDAT)
+            if (s->state == SESSION_DATA || s->state == SESSION_BDAT) {
+                if (s->peer_eof) /* the body can never be complete: nothing is queued */
+                    session_close(s, "client disconnected during DATA");
                 return; /* wants more bytes */
+            }
             continue;
         }
         if (s->state != SESSION_CMD && s->state != SESSION_SASL)
             return; /* SESSION_WAIT / SESSION_GREET: resumed by the callback */
         ssize_t len = session_read_line(s, in, line, SMTP_AUTH_LINE_MAX);
-        if (len == -1)
+        if (len == -1) {
+            if (s->peer_eof)
+                session_close(s, "client closed");
             return;
+        }
         if (len == -2)
             continue;
         if (s->state == SESSION_SASL)
@@ -1394,6 +1404,16 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
             ERR_error_string_n(tls_error, reason, sizeof reason);
         else
             snprintf(reason, sizeof reason, "%s", strerror(EVUTIL_SOCKET_ERROR()));
+        /* After STARTTLS a failed handshake's alert (e.g. protocol_version)
+         * is still in the plain connection's output: send it, best effort,
+         * so the client learns why instead of seeing a bare EOF. */
+        struct bufferevent *plain = bufferevent_get_underlying(bev);
+        if (plain) { /* its output is frozen at the start: no evbuffer_write */
+            struct evbuffer *alert = bufferevent_get_output(plain);
+            size_t len = evbuffer_get_length(alert);
+            ssize_t ignored = len ? write(bufferevent_getfd(plain), evbuffer_pullup(alert, -1), len) : 0;
+            (void)ignored;
+        }
         session_close(s, reason);
         return;
     }

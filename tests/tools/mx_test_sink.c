@@ -81,6 +81,9 @@ static void sink_handle(void *ctx, struct mx_server_request *req, const struct m
         return;
     }
     if (sink->silent) {
+        char id[MX_MSGID_TEXT_LEN + 1];
+        mx_msgid_format(&frame->message_id, id);
+        mx_log(MX_LOG_INFO, "sink.dropped_silently", MX_KV("id", id));
         mx_server_request_drop(&req);
         return;
     }
