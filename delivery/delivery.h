@@ -25,6 +25,7 @@
 
 struct event_base;
 struct event;
+struct delivery_job;
 
 extern const struct mx_option delivery_options[];
 
@@ -55,6 +56,7 @@ struct delivery_server {
     char hostname[256];
     uint64_t jobs_started;
     unsigned jobs_active;
+    struct delivery_job *jobs;      /* in progress: a resend joins its job */
 };
 
 /* ---- delivery_expand.c ---- */

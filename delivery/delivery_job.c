@@ -22,8 +22,13 @@
 #include "mx_alloc.h"
 
 struct delivery_job {
+    struct delivery_job *next;        /* server's list of jobs in progress */
     struct delivery_server *server;
     struct mx_server_request *req;
+    /* Resends of the same message (inbound's retry after a timeout) while
+     * this job still runs: answered together with req, not done twice. */
+    struct mx_server_request **resends;
+    size_t n_resends;
     struct mx_msgid id;
     char id_text[MX_MSGID_TEXT_LEN + 1];
     char *sender;
@@ -50,7 +55,16 @@ struct delivery_append {
 
 static void job_free(struct delivery_job *job)
 {
+    for (struct delivery_job **link = &job->server->jobs; *link; link = &(*link)->next) {
+        if (*link == job) {
+            *link = job->next;
+            break;
+        }
+    }
     mx_server_request_drop(&job->req);
+    for (size_t i = 0; i < job->n_resends; i++)
+        mx_server_request_drop(&job->resends[i]);
+    free(job->resends);
     delivery_expand_cancel(&job->expand);
     delivery_expansion_free(job->expansion);
     for (size_t i = 0; i < job->n_recipients; i++)
@@ -75,9 +89,11 @@ static void job_maybe_finish(struct delivery_job *job)
            MX_KV("from", job->sender), MX_KVU("delivered", job->delivered),
            MX_KVU("external", job->external), MX_KVU("failed", job->failed),
            MX_KV("reason", job->tempfail ? job->tempfail_reason : NULL));
-    if (mx_server_ack(&job->req, status, job->tempfail ? job->tempfail_reason : "delivered",
-                      &error) < 0)
+    const char *text = job->tempfail ? job->tempfail_reason : "delivered";
+    if (mx_server_ack(&job->req, status, text, &error) < 0)
         mx_log(MX_LOG_WARNING, "delivery.ack_failed", MX_KV("id", job->id_text), MX_KV("error", error));
+    for (size_t i = 0; i < job->n_resends; i++)
+        (void)mx_server_ack(&job->resends[i], status, text, &error);
     job_free(job);
 }
 
@@ -387,10 +403,21 @@ void delivery_handle_submit(struct delivery_server *server, struct mx_server_req
                             const struct mx_frame_view *frame)
 {
     const char *error = NULL;
+    for (struct delivery_job *running = server->jobs; running; running = running->next) {
+        if (mx_msgid_compare(&running->id, &frame->message_id) == 0) {
+            running->resends = mx_reallocarray(running->resends, running->n_resends + 1,
+                                               sizeof *running->resends);
+            running->resends[running->n_resends++] = req;
+            mx_log(MX_LOG_INFO, "delivery.resend_joined", MX_KV("id", running->id_text));
+            return;
+        }
+    }
     struct delivery_job *job = mx_calloc(1, sizeof *job);
     job->server = server;
     job->req = req;
     job->id = frame->message_id;
+    job->next = server->jobs;
+    server->jobs = job;
     mx_msgid_format(&job->id, job->id_text);
     server->jobs_active++;
     server->jobs_started++;

@@ -1,6 +1,7 @@
 /* inbound_auth - AUTH PLAIN/LOGIN verification through LDAP. */
 #include "inbound_auth.h"
 
+#include <ctype.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,6 +72,15 @@ static void auth_finish(struct inbound_auth_check *check, enum inbound_auth_resu
     inbound_identity_clear(&identity);
 }
 
+/* auth_account_key - the failure-count key of an account: its DN, lower
+ * case (DNs compare case-insensitively here; logins have many spellings). */
+static void auth_account_key(const char *dn, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "dn:%s", dn);
+    for (size_t i = 0; i < n && i < size; i++)
+        buf[i] = (char)tolower((unsigned char)buf[i]);
+}
+
 static void auth_on_bind(enum mx_ldap_status status, const char *error, void *ctx)
 {
     struct inbound_auth_check *check = ctx;
@@ -78,6 +88,10 @@ static void auth_on_bind(enum mx_ldap_status status, const char *error, void *ct
     if (status == MX_LDAP_OK) {
         auth_finish(check, INBOUND_AUTH_OK);
     } else if (status == MX_LDAP_INVALID_CREDENTIALS) {
+        char key[1024];
+        auth_account_key(check->identity.dn, key, sizeof key);
+        inbound_limits_auth_failure(check->server->limits, key, inbound_now_ms(),
+                                    check->server->auth_window_ms);
         auth_finish(check, INBOUND_AUTH_INVALID);
     } else {
         mx_log(MX_LOG_WARNING, "auth.directory_unavailable", MX_KV("sid", check->sid),
@@ -117,6 +131,16 @@ static void auth_on_account(const struct mx_ldap_result *result, void *ctx)
         mx_log(MX_LOG_NOTICE, "auth.account_inactive", MX_KV("sid", check->sid),
                MX_KV("user", check->login), MX_KV("status", status));
         auth_finish(check, INBOUND_AUTH_INVALID);
+        return;
+    }
+    char key[1024];
+    auth_account_key(entry->dn, key, sizeof key);
+    if (inbound_limits_auth_blocked(check->server->limits, key, inbound_now_ms(),
+                                    check->server->auth_window_ms,
+                                    check->server->auth_max_failures_per_account)) {
+        mx_log(MX_LOG_WARNING, "auth.account_blocked", MX_KV("sid", check->sid),
+               MX_KV("user", check->login), MX_KV("dn", entry->dn));
+        auth_finish(check, INBOUND_AUTH_BLOCKED);
         return;
     }
     struct inbound_identity *id = &check->identity;

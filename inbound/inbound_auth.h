@@ -9,6 +9,7 @@ enum inbound_auth_result {
     INBOUND_AUTH_OK,
     INBOUND_AUTH_INVALID,  /* 535 5.7.8: unknown login, wrong password, inactive account */
     INBOUND_AUTH_TEMPFAIL, /* 454 4.7.0: directory unavailable */
+    INBOUND_AUTH_BLOCKED,  /* 454 4.7.0: too many failed logins for this account */
 };
 
 /* The authenticated identity: the account's mail address and every address
@@ -33,7 +34,11 @@ typedef void inbound_auth_done_fn(void *ctx, enum inbound_auth_result result,
 struct inbound_auth_check;
 
 /* inbound_auth_start - check login/password (the password is copied and
- * wiped after use; never logged). done runs later, from the loop. */
+ * wiped after use; never logged). done runs later, from the loop.
+ * Failed passwords are counted per account (its DN, so "alice", "ALICE"
+ * and "alice@example.test" share one count); once
+ * inbound.auth_max_failures_per_account is reached the account gets
+ * INBOUND_AUTH_BLOCKED without a bind, even with the right password. */
 struct inbound_auth_check *inbound_auth_start(struct inbound_server *server, const char *sid,
                                               const char *login, const char *password,
                                               size_t password_len, inbound_auth_done_fn *done,

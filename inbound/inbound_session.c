@@ -454,7 +454,6 @@ static void session_on_auth(void *ctx, enum inbound_auth_result result,
     struct inbound_session *s = ctx;
     s->auth_check = NULL;
     uint64_t now = inbound_now_ms();
-    char key[300];
     switch (result) {
     case INBOUND_AUTH_OK:
         s->authenticated = true;
@@ -464,16 +463,19 @@ static void session_on_auth(void *ctx, enum inbound_auth_result result,
                MX_KV("user", s->sasl_login), MX_KV("dn", s->identity.dn));
         session_reply(s, 235, "2.7.0", "Authentication successful");
         break;
-    case INBOUND_AUTH_INVALID:
+    case INBOUND_AUTH_INVALID: /* the account's own count: inbound_auth.c */
         inbound_limits_auth_failure(s->server->limits, s->peer_ip, now, s->server->auth_window_ms);
-        snprintf(key, sizeof key, "user:%s", s->sasl_login);
-        inbound_limits_auth_failure(s->server->limits, key, now, s->server->auth_window_ms);
         mx_log(MX_LOG_NOTICE, "smtp.auth_failed", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip),
                MX_KV("user", s->sasl_login));
         session_client_error(s, 535, "5.7.8", "Authentication credentials invalid");
         break;
     case INBOUND_AUTH_TEMPFAIL:
         session_reply(s, 454, "4.7.0", "Temporary authentication failure, try again later");
+        break;
+    case INBOUND_AUTH_BLOCKED:
+        mx_log(MX_LOG_WARNING, "smtp.auth_account_blocked", MX_KV("sid", s->sid),
+               MX_KV("peer", s->peer_ip), MX_KV("user", s->sasl_login));
+        session_reply(s, 454, "4.7.0", "Too many failed logins for this account, try later");
         break;
     }
     session_wait_done(s);
@@ -485,20 +487,10 @@ static void session_on_auth(void *ctx, enum inbound_auth_result result,
 static void session_auth_check(struct inbound_session *s, const char *login, const char *password,
                                size_t password_len)
 {
-    char key[300];
-    snprintf(key, sizeof key, "user:%s", login);
     if (login != s->sasl_login) /* AUTH LOGIN decoded it there already */
         snprintf(s->sasl_login, sizeof s->sasl_login, "%s", login);
     if (password_len == 0) { /* an empty simple bind would succeed anonymously */
         session_client_error(s, 535, "5.7.8", "Authentication credentials invalid");
-        return;
-    }
-    if (inbound_limits_auth_blocked(s->server->limits, key, inbound_now_ms(),
-                                    s->server->auth_window_ms,
-                                    s->server->auth_max_failures_per_account)) {
-        mx_log(MX_LOG_WARNING, "smtp.auth_account_blocked", MX_KV("sid", s->sid),
-               MX_KV("peer", s->peer_ip), MX_KV("user", login));
-        session_reply(s, 454, "4.7.0", "Too many failed logins for this account, try later");
         return;
     }
     s->state = SESSION_WAIT;
@@ -515,7 +507,15 @@ static void session_sasl_plain(struct inbound_session *s, const char *b64, size_
         session_client_error_err(s, &err);
         return;
     }
-    session_auth_check(s, authcid, passwd, strlen(passwd));
+    if (authzid[0] && strcmp(authzid, authcid) != 0) {
+        /* RFC 4616 2: acting as someone else needs a proxy right nobody
+         * has here; never authenticate as authcid and ignore the request. */
+        mx_log(MX_LOG_NOTICE, "smtp.auth_authzid_refused", MX_KV("sid", s->sid),
+               MX_KV("peer", s->peer_ip), MX_KV("user", authcid), MX_KV("authzid", authzid));
+        session_client_error(s, 535, "5.7.8", "Authentication credentials invalid");
+    } else {
+        session_auth_check(s, authcid, passwd, strlen(passwd));
+    }
     OPENSSL_cleanse(passwd, sizeof passwd);
     OPENSSL_cleanse(authzid, sizeof authzid);
     OPENSSL_cleanse(authcid, sizeof authcid);
@@ -1417,8 +1417,13 @@ static void session_on_event(struct bufferevent *bev, short what, void *arg)
         session_close(s, reason);
         return;
     }
-    if (what & BEV_EVENT_EOF)
-        session_close(s, s->state == SESSION_DATA ? "client disconnected during DATA" : "client closed");
+    if (what & BEV_EVENT_EOF) {
+        /* A half-close after pipelined commands (..., ".", QUIT) is legal:
+         * what was sent is still answered; session_drive closes once the
+         * input is used up (mid-DATA: nothing is queued). */
+        s->peer_eof = true;
+        session_drive(s);
+    }
 }
 
 static void session_on_session_timeout(evutil_socket_t fd, short what, void *arg)

@@ -11,6 +11,7 @@ from .procs import (ManagedProcess, ProcessError, StartupError, free_port,
                     stop_all, stop_pidfile, wait_until)
 from .slapd import LdapError, Slapd, parse_ldif, source_dir
 from .inbound import Inbound, TestSink, build_dir, client_tls_context, make_certificate
+from .delivery import Delivery
 
 __all__ = [
     "ManagedProcess", "ProcessError", "StartupError", "free_port",
@@ -18,4 +19,5 @@ __all__ = [
     "stop_pidfile", "wait_until",
     "LdapError", "Slapd", "parse_ldif", "source_dir",
     "Inbound", "TestSink", "build_dir", "client_tls_context", "make_certificate",
+    "Delivery",
 ]
