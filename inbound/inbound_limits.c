@@ -25,6 +25,7 @@ struct inbound_limit_entry {
     uint64_t refilled_ms;
     unsigned failures;      /* failed AUTH attempts in the window */
     uint64_t window_start_ms;
+    uint64_t keep_until_ms; /* end of the failure window: not swept before */
     uint64_t touched_ms;
 };
 
@@ -81,7 +82,8 @@ static void inbound_limits_sweep(struct inbound_limits *limits, uint64_t now_ms)
         struct inbound_limit_entry **link = &limits->buckets[b];
         while (*link) {
             struct inbound_limit_entry *e = *link;
-            if (e->concurrent == 0 && now_ms - e->touched_ms > INBOUND_LIMITS_IDLE_MS) {
+            if (e->concurrent == 0 && now_ms - e->touched_ms > INBOUND_LIMITS_IDLE_MS &&
+                now_ms >= e->keep_until_ms) {
                 *link = e->next;
                 free(e->key);
                 free(e);
@@ -158,6 +160,7 @@ void inbound_limits_auth_failure(struct inbound_limits *limits, const char *key,
     e->touched_ms = now_ms;
     if (e->failures == 0 || now_ms - e->window_start_ms > window_ms) {
         e->window_start_ms = now_ms;
+        e->keep_until_ms = now_ms + window_ms;
         e->failures = 0;
     }
     e->failures++;

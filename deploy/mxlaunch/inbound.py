@@ -64,13 +64,14 @@ def _lc_list(values):
 class TestSink:
     """mx-test-sink: the receiving end of inbound's hand-off (tests only)."""
 
-    def __init__(self, state_dir=None, tempfail=0, silent=False, port=None):
+    def __init__(self, state_dir=None, tempfail=0, silent=False, port=None, discard=False):
         self._own_dir = state_dir is None
         self.dir = state_dir or tempfile.mkdtemp(prefix="mxsink-")
         self.port = port or procs.free_port()
         self.endpoint = "tcp://127.0.0.1:%d" % self.port
         self.tempfail = tempfail
         self.silent = silent
+        self.discard = discard
         self.proc = None
         self.start()
 
@@ -79,6 +80,8 @@ class TestSink:
                 "-l", self.endpoint, "-d", os.path.join(self.dir, "data")]
         if self.tempfail:
             argv += ["-t", str(self.tempfail)]
+        if self.discard:
+            argv += ["-n"]
         if self.silent:
             argv += ["-s"]
         self.proc = procs.start_process(

@@ -124,6 +124,18 @@ class SubmissionTest(MsaCase):
         self.assertNotIn("wrong-secret", log, "a password was logged")
         self.assertNotIn("bob-secret", log, "a password was logged")
 
+    def test_authzid_other_than_authcid_refused(self):
+        with self.raw_tls() as c:
+            # carol's own credentials, asking to act as alice
+            reply = c.cmd("AUTH PLAIN " + plain("carol@example.test", "carol-secret",
+                                                authzid="alice@example.test"))
+            self.assertEqual((reply.code, reply.enhanced), (535, "5.7.8"), reply)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.test>").code, 530)
+            # the same authzid as authcid is fine
+            reply = c.cmd("AUTH PLAIN " + plain("carol@example.test", "carol-secret",
+                                                authzid="carol@example.test"))
+            self.assertEqual(reply.code, 235)
+
     def test_empty_password_never_accepted(self):
         with self.raw_tls() as c:
             # RFC 4616: passwd = 1*SAFE, so PLAIN with an empty one is malformed
@@ -187,6 +199,24 @@ class SubmissionTest(MsaCase):
         self.assertTrue(body.endswith(msg))
         env = self.sink.envelopes()[qid]
         self.assertEqual(env["auth_user"], ["alice@example.test"])
+
+    def test_date_in_body_is_not_a_header(self):
+        msg = (b"From: alice@example.test\r\nSubject: body date\r\n\r\n"
+               b"Date: Tue, 1 Sep 2026 10:00:00 +0200\r\nMessage-ID: <not@header>\r\n")
+        s = self.submission()
+        try:
+            s.login("alice", "alice-secret")
+            s.mail("alice@example.test")
+            s.rcpt("carol@example.test")
+            code, text = s.data(msg)
+            self.assertEqual(code, 250)
+        finally:
+            s.quit()
+        _, _, body = self.wait_delivered(queued_id(text.decode()))
+        head = body[:body.index(b"\r\n\r\n")].decode()
+        self.assertEqual(len(re.findall(r"(?im)^Date:", head)), 1, head)
+        self.assertEqual(len(re.findall(r"(?im)^Message-ID:", head)), 1, head)
+        self.assertNotIn("<not@header>", head)
 
     def test_submit_keeps_own_date_and_message_id(self):
         date = "Tue, 1 Sep 2026 10:00:00 +0200"
@@ -359,9 +389,9 @@ class SwaksTest(MsaCase):
 
 
 class AuthLimitTest(MsaCase):
-    """Failed-AUTH limits: 2 per account, 4 per client address."""
+    """Failed-AUTH limits: 2 per account, 5 per client address."""
 
-    inbound_kwargs = {"inbound_overrides": {"auth_max_failures_per_ip": "4",
+    inbound_kwargs = {"inbound_overrides": {"auth_max_failures_per_ip": "5",
                                             "auth_max_failures_per_account": "2"}}
 
     def auth(self, user, password):
@@ -369,21 +399,24 @@ class AuthLimitTest(MsaCase):
             return c.cmd("AUTH PLAIN " + plain(user, password))
 
     def test_failure_limits(self):
-        for _ in range(2):
-            self.assertEqual(self.auth("carol@example.test", "bad").code, 535)
-        # carol's account is now blocked, even with her right password
-        reply = self.auth("carol@example.test", "carol-secret")
-        self.assertEqual((reply.code, reply.enhanced), (454, "4.7.0"))
-        # the address has 2 failures of 4: alice still logs in
+        # two wrong passwords for carol, each login spelled differently
+        self.assertEqual(self.auth("carol", "bad").code, 535)
+        self.assertEqual(self.auth("CAROL@Example.Test", "bad").code, 535)
+        # carol's account is now blocked, however it is spelled, even with
+        # her right password
+        for login in ("carol@example.test", "Carol"):
+            reply = self.auth(login, "carol-secret")
+            self.assertEqual((reply.code, reply.enhanced), (454, "4.7.0"), login)
+        # the address has 2 failures of 5: alice still logs in
         self.assertEqual(self.auth("alice@example.test", "alice-secret").code, 235)
-        for _ in range(2):
-            self.assertEqual(self.auth("frank@example.test", "bad").code, 535)
-        # 4 failures from 127.0.0.1: nobody from here gets in now
+        # unknown logins count for the address (not for any account)
+        for user in ("frank", "nobody1", "nobody2"):
+            self.assertEqual(self.auth(user, "bad").code, 535)
+        # 5 failures from 127.0.0.1: nobody from here gets in now
         reply = self.auth("alice@example.test", "alice-secret")
         self.assertEqual((reply.code, reply.enhanced), (454, "4.7.0"))
         self.assertIn("event=smtp.auth_ip_blocked", self.mx.log())
         self.assertIn("event=smtp.auth_account_blocked", self.mx.log())
-
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

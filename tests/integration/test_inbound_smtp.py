@@ -8,6 +8,7 @@ tests/integration/test_inbound_smtp.py)."""
 import hashlib
 import os
 import smtplib
+import socket
 import sys
 import time
 import unittest
@@ -89,6 +90,54 @@ class ProtocolTest(InboundTestCase):
             self.assertEqual(c.cmd("DATA").code, 354)
             c.send(b"Subject: seq\r\n\r\nx\r\n.\r\n")
             self.assertEqual(c.reply().code, 250)
+
+    def test_helo_needs_argument(self):
+        with self.raw() as c:
+            self.assertEqual(c.cmd("EHLO").code, 501)
+            self.assertEqual(c.cmd("HELO").code, 501)
+            self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 503)
+
+    def test_half_close_after_pipelined_transaction(self):
+        """A client may send everything, QUIT included, and shut down its
+        side: every command is still answered and the message accepted."""
+        with self.raw() as c:
+            c.send(b"EHLO client.example.org\r\nMAIL FROM:<x@example.org>\r\n"
+                   b"RCPT TO:<alice@example.test>\r\nRCPT TO:<carol@example.test>\r\nDATA\r\n"
+                   b"Subject: half-close\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+            c.sock.shutdown(socket.SHUT_WR)
+            replies = c.read_until_closed()
+        self.assertEqual([r.code for r in replies], [250, 250, 250, 250, 354, 250, 221], replies)
+        _, rcpts, _ = self.wait_delivered(queued_id(replies[5]))
+        self.assertEqual(rcpts, ["alice@example.test", "carol@example.test"])
+
+    def test_text_line_length_limit(self):
+        with self.raw() as c:
+            c.ehlo()
+            for length, code in ((998, 250), (999, 500)):  # + CRLF: 1000 is the limit
+                self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 250)
+                self.assertEqual(c.cmd("RCPT TO:<alice@example.test>").code, 250)
+                self.assertEqual(c.cmd("DATA").code, 354)
+                c.send(b"Subject: line\r\n\r\n" + b"a" * length + b"\r\n.\r\n")
+                reply = c.reply()
+                self.assertEqual(reply.code, code, (length, reply))
+            self.assertEqual(reply.enhanced, "5.5.2")
+            # a dot-stuffed line counts without its transparency dot
+            self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 250)
+            self.assertEqual(c.cmd("RCPT TO:<alice@example.test>").code, 250)
+            self.assertEqual(c.cmd("DATA").code, 354)
+            c.send(b"Subject: dots\r\n\r\n.." + b"a" * 997 + b"\r\n.\r\n")
+            self.assertEqual(c.reply().code, 250)
+
+    def test_mail_loop_refused(self):
+        with self.raw() as c:
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 250)
+            self.assertEqual(c.cmd("RCPT TO:<alice@example.test>").code, 250)
+            self.assertEqual(c.cmd("DATA").code, 354)
+            c.send(b"Received: from a by b; Mon, 1 Jan 2026 00:00:00 +0000\r\n" * 101 +
+                   b"Subject: loop\r\n\r\nx\r\n.\r\n")
+            reply = c.reply()
+            self.assertEqual((reply.code, reply.enhanced), (554, "5.4.6"))
 
     def test_unknown_command(self):
         with self.raw() as c:
@@ -390,6 +439,18 @@ class LimitsTest(InboundTestCase):
             self.assertEqual(s.noop()[0], 250)  # session still in sync
         return code, text.decode(), body
 
+    def test_bdat_over_limit(self):
+        with self.raw() as c:
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 250)
+            self.assertEqual(c.cmd("RCPT TO:<alice@example.test>").code, 250)
+            size = self.MAX_SIZE + 10
+            c.send(b"BDAT %d LAST\r\n" % size + b"z" * size)
+            reply = c.reply()
+            self.assertEqual((reply.code, reply.enhanced), (552, "5.3.4"))
+            self.assertEqual(c.cmd("NOOP").code, 250)  # the chunk was consumed
+        self.assertEqual(self.mx.spool_entries(), [])
+
     def test_message_over_limit(self):
         code, text, _ = self._send(self.MAX_SIZE + 1)
         self.assertEqual(code, 552)
@@ -402,6 +463,52 @@ class LimitsTest(InboundTestCase):
         self.assertEqual(code, 250, text)
         _, _, got = self.wait_delivered(queued_id(text))
         self.assertTrue(got.endswith(body))
+
+
+class ConnectionLimitsTest(InboundTestCase):
+    """max_connections_per_ip, idle_timeout and max_connection_rate."""
+
+    inbound_kwargs = {"instance_overrides": {"mta": {"max_connections_per_ip": "3",
+                                                     "max_connection_rate": "12",
+                                                     "idle_timeout": '"1s"'}}}
+
+    def test_limits(self):
+        # one method: the rate limit counts every connection of the class
+        conns = [self.raw() for _ in range(3)]
+        try:
+            with RawSMTP(self.mx.port("mta"), read_greeting=False) as c:
+                reply = c.reply()
+                self.assertEqual((reply.code, reply.enhanced), (421, "4.7.0"), reply)
+                self.assertTrue(c.is_closed())
+            conns.pop().close()
+            time.sleep(0.2)
+            with self.raw() as c:  # a slot is free again
+                self.assertEqual(c.greeting.code, 220)
+                # idle timeout: nothing sent for 1s
+                started = time.monotonic()
+                reply = c.reply()
+                self.assertEqual((reply.code, reply.enhanced), (421, "4.4.2"), reply)
+                self.assertLess(time.monotonic() - started, 5)
+                self.assertTrue(c.is_closed())
+        finally:
+            for c in conns:
+                c.close()
+        self.assertIn("event=smtp.idle_timeout", self.mx.log())
+        self.assertIn('reason="too many concurrent sessions from this address"', self.mx.log())
+        self.assertNotIn("connection rate limit exceeded", self.mx.log())
+        # the bucket holds 12 a minute (mxlaunch's readiness probes used some)
+        codes = []
+        ended = self.mx.log().count("event=smtp.disconnect")
+        for _ in range(14):
+            with RawSMTP(self.mx.port("mta")) as c:
+                codes.append((c.greeting.code, c.greeting.enhanced))
+                if c.greeting.code != 220:
+                    break
+            wait_until(lambda: self.mx.log().count("event=smtp.disconnect") >= ended + len(codes),
+                       5, "the session to end")  # not counted as concurrent any more
+        self.assertEqual(codes[-1], (421, "4.7.0"), codes)
+        self.assertGreaterEqual(len(codes), 3, codes)
+        self.assertIn('reason="connection rate limit exceeded for this address"', self.mx.log())
 
 
 class BigInputTest(InboundTestCase):

@@ -8,6 +8,7 @@
  *   mx-test-sink -l tcp://127.0.0.1:PORT -d DIR [-t N] [-s]
  *     -t N  answer TEMPFAIL to the first N requests (retry paths)
  *     -s    never answer (timeout paths)
+ *     -n    ack at once and keep nothing (tests/bench/smtp: inbound alone)
  *
  * DIR/queue/<message id> holds, per message, the envelope and the body:
  *   sender <addr>\n rcpt <addr>\n notify <..>\n orcpt <..>\n ... \n\n<body>
@@ -34,6 +35,7 @@ struct sink {
     const char *dir;
     int tempfail_left;
     int silent;
+    int discard; /* -n: ack at once without keeping anything (benchmarks of inbound alone) */
 };
 
 struct sink_pending {
@@ -85,6 +87,10 @@ static void sink_handle(void *ctx, struct mx_server_request *req, const struct m
         mx_msgid_format(&frame->message_id, id);
         mx_log(MX_LOG_INFO, "sink.dropped_silently", MX_KV("id", id));
         mx_server_request_drop(&req);
+        return;
+    }
+    if (sink->discard) {
+        mx_server_ack(&req, MX_STATUS_OK, "discarded (benchmark sink)", &bus_error);
         return;
     }
     if (sink->tempfail_left > 0) {
@@ -158,12 +164,13 @@ int main(int argc, char **argv)
     const char *listen = NULL;
     struct sink sink = { 0 };
     int opt;
-    while ((opt = getopt(argc, argv, "l:d:t:s")) != -1) {
+    while ((opt = getopt(argc, argv, "l:d:t:sn")) != -1) {
         switch (opt) {
         case 'l': listen = optarg; break;
         case 'd': sink.dir = optarg; break;
         case 't': sink.tempfail_left = atoi(optarg); break;
         case 's': sink.silent = 1; break;
+        case 'n': sink.discard = 1; break;
         default:
             fprintf(stderr, "usage: mx-test-sink -l ENDPOINT -d DIR [-t N] [-s]\n");
             return 2;
