@@ -270,6 +270,24 @@ class SubmissionTest(MsaCase):
         _, rcpts, _ = self.wait_delivered(queued_id(text.decode()))
         self.assertEqual(rcpts, ["friend@partner.test", "someone@[192.0.2.7]"])
 
+    def test_quoted_recipient_with_space(self):
+        """A quoted local part may hold spaces; the spool entry must keep it
+        whole (a 250 followed by a "damaged" entry would lose the mail)."""
+        with self.raw_tls() as c:
+            self.assertEqual(c.cmd("AUTH PLAIN " + plain("alice", "alice-secret")).code, 235)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.test>").code, 250)
+            self.assertEqual(c.cmd('RCPT TO:<"john doe"@partner.test> '
+                                   'ORCPT=rfc822;"john+20doe"@partner.test').code, 250)
+            self.assertEqual(c.cmd("RCPT TO:<carol@example.test>").code, 250)
+            self.assertEqual(c.cmd("DATA").code, 354)
+            c.send(b"Subject: spaces\r\n\r\nx\r\n.\r\n")
+            qid = queued_id(c.reply())
+        _, rcpts, _ = self.wait_delivered(qid)
+        self.assertEqual(rcpts, ['"john doe"@partner.test', "carol@example.test"])
+        self.assertEqual(self.sink.envelopes()[qid]["orcpt"],
+                         ['rfc822;"john doe"@partner.test', ""])
+        self.assertNotIn("handoff.damaged_entry", self.mx.log())
+
     def test_implicit_tls_port(self):
         s = self.submission_tls()
         try:
