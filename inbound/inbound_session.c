@@ -42,6 +42,12 @@
 /* Stop reading commands while this much output is unsent: a client that
  * pipelines without reading replies cannot make us buffer without bound. */
 #define SESSION_OUTPUT_HIGH (256 * 1024)
+/* Input buffered but not yet processed (while a reply waits for LDAP, the
+ * filter or the client reading its replies): libevent stops reading the
+ * socket beyond this, so the TCP window pushes back instead of our memory
+ * growing. Larger than any line we must see whole (SMTP_AUTH_LINE_MAX) and
+ * than a PROXY v2 header. */
+#define SESSION_INPUT_HIGH (64 * 1024)
 /* Hop count beyond which a message is taken to be looping (RFC 5321 6.3). */
 #define SESSION_MAX_RECEIVED 100
 
@@ -83,6 +89,9 @@ struct inbound_session {
     bool peer_eof;            /* the client shut down its side; input is final */
     unsigned flush_polls;     /* see session_close_flushed */
     struct event *flush_timer;
+    /* Under a TLS filter: our output moves at once into the socket
+     * bufferevent below, whose draining we watch through this callback. */
+    struct evbuffer_cb_entry *below_output_cb;
     unsigned errors;
     unsigned transactions;
 
@@ -224,6 +233,10 @@ static void session_close(struct inbound_session *s, const char *reason)
     inbound_identity_clear(&s->identity);
     OPENSSL_cleanse(s->sasl_login, sizeof s->sasl_login);
     s->state = SESSION_CLOSED;
+    struct bufferevent *below = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
+    if (below && s->below_output_cb) /* a deferred run must not find s */
+        evbuffer_remove_cb_entry(bufferevent_get_output(below), s->below_output_cb);
+    s->below_output_cb = NULL;
     if (s->bev)
         bufferevent_free(s->bev);
     s->bev = NULL;
@@ -376,6 +389,24 @@ static void session_on_read(struct bufferevent *bev, void *arg);
 static void session_on_write(struct bufferevent *bev, void *arg);
 static void session_on_event(struct bufferevent *bev, short what, void *arg);
 
+/* session_output_pending - replies written but not yet sent, including
+ * (under TLS) what the filter already passed to the socket below. */
+static size_t session_output_pending(struct inbound_session *s)
+{
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    return evbuffer_get_length(bufferevent_get_output(s->bev)) +
+           (below ? evbuffer_get_length(bufferevent_get_output(below)) : 0);
+}
+
+static void session_on_below_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                                    void *arg)
+{
+    struct inbound_session *s = arg;
+    if (info->n_deleted > 0 && s->state != SESSION_CLOSED &&
+        session_output_pending(s) <= SESSION_OUTPUT_HIGH / 4)
+        event_active(s->resume, EV_TIMEOUT, 0);
+}
+
 static void session_set_callbacks(struct inbound_session *s)
 {
     bufferevent_setcb(s->bev, session_on_read, session_on_write, session_on_event, s);
@@ -384,6 +415,20 @@ static void session_set_callbacks(struct inbound_session *s)
     bufferevent_set_timeouts(s->bev, &idle, &idle);
     /* session_on_write resumes reading once output fell below this. */
     bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_OUTPUT_HIGH / 4, 0);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_INPUT_HIGH);
+    /* Under a TLS filter (STARTTLS, or implicit TLS behind a balancer) the
+     * socket bufferevent below keeps reading even when the filter stops:
+     * bound it too (libevent set it unlimited when the filter was made). */
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    if (below) {
+        bufferevent_setwatermark(below, EV_READ, 0, SESSION_INPUT_HIGH);
+        /* A client that stops reading stalls the socket below, not the
+         * filter: time that out too, and resume when it drains. */
+        bufferevent_set_timeouts(below, NULL, &idle);
+        if (s->below_output_cb == NULL)
+            s->below_output_cb = evbuffer_add_cb(bufferevent_get_output(below),
+                                                 session_on_below_output, s);
+    }
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
@@ -1302,8 +1347,8 @@ static void session_drive(struct inbound_session *s)
                 session_close_flushed(s);
             return; /* session_on_write closes once the reply is out */
         }
-        if (evbuffer_get_length(out) > SESSION_OUTPUT_HIGH)
-            return; /* resumed by session_on_write */
+        if (session_output_pending(s) > SESSION_OUTPUT_HIGH)
+            return; /* resumed by session_on_write / session_on_below_output */
         if (s->state == SESSION_PROXY) {
             size_t avail = evbuffer_get_length(in);
             uint8_t *head = evbuffer_pullup(in, avail < PROXY_V2_MAX ? (ssize_t)avail : PROXY_V2_MAX);

@@ -4,7 +4,7 @@
  *
  *   <message bytes exactly as received, CRLF, dot-unstuffed>
  *   MXENV1\n
- *   key: value\n ...            (values %XX-escaped: %, CR, LF, TAB, controls)
+ *   key: value\n ...            (values %XX-escaped: %, space, controls)
  *   MXENVEND <16 hex digits: offset of "MXENV1">\n
  *
  * The message is streamed to disk during DATA and written once; the
@@ -75,7 +75,9 @@ static void env_put_escaped(struct env_buf *b, const char *value)
 {
     static const char hex[] = "0123456789ABCDEF";
     for (const unsigned char *p = (const unsigned char *)(value ? value : ""); *p; p++) {
-        if (*p < 0x20 || *p == 0x7f || *p == '%') {
+        /* Space too: "rcpt:" lines are split at spaces, and a quoted
+         * local part ("john doe"@x) or an ORCPT may hold one. */
+        if (*p <= 0x20 || *p == 0x7f || *p == '%') {
             char esc[3] = { '%', hex[*p >> 4], hex[*p & 15] };
             env_put(b, esc, 3);
         } else {

@@ -147,7 +147,7 @@ class Inbound:
 
     def __init__(self, ldap, delivery_endpoint, state_dir=None, extra_config="",
                  instance_overrides=None, filter_endpoints=(), filter_fail_open=False,
-                 sanitize_log=True, log_level="debug", inbound_overrides=None):
+                 sanitize_log=True, log_level="debug", inbound_overrides=None, env=None):
         self._own_dir = state_dir is None
         self.dir = state_dir or tempfile.mkdtemp(prefix="mxinbound-")
         self.ldap = ldap
@@ -160,6 +160,8 @@ class Inbound:
         # settings of the inbound group itself, e.g.
         # {"auth_max_failures_per_ip": "3"} (values are libconfig text)
         self.inbound_overrides = inbound_overrides or {}
+        # extra environment for the daemon (e.g. ASAN_OPTIONS), merged into ours
+        self.env = dict(env or {})
         self.filter_endpoints = list(filter_endpoints)
         self.filter_fail_open = filter_fail_open
         self.log_level = log_level
@@ -167,8 +169,17 @@ class Inbound:
         self.log_path = os.path.join(self.dir, "inbound.log")
         self.spool_dir = os.path.join(self.dir, "spool")
         self.proc = None
-        self.write_config()
-        self.start()
+        for attempt in range(3):
+            try:
+                self.write_config()
+                self.start()
+                break
+            except procs.StartupError as e:
+                # free_port() race: another test took a port first (the
+                # listeners do not use SO_REUSEPORT here, so it shows).
+                if attempt == 2 or "Address already in use" not in str(e):
+                    raise
+                self.ports = {name: procs.free_port() for name in self.ports}
 
     def port(self, name):
         return self.ports[name]
@@ -183,7 +194,12 @@ class Inbound:
             lines = ['name = "%s";' % name, 'mode = "%s";' % mode,
                      "listen = %s;" % _lc_list(listen),
                      "listen_tls = %s;" % _lc_list(listen_tls)]
-            for key, value in self.instance_overrides.get(name, {}).items():
+            overrides = self.instance_overrides.get(name, {})
+            if "reuseport" not in overrides:
+                # a port another test happens to hold must fail the start,
+                # not silently share its connections with us
+                lines.append("reuseport = false;")
+            for key, value in overrides.items():
                 lines.append("%s = %s;" % (key, value))
             return "{ " + " ".join(lines) + " }"
 
@@ -214,7 +230,10 @@ inbound = {
             "pw": _lc_string(pw_file),
             "cert": _lc_string(self.cert), "key": _lc_string(self.key),
             "spool": _lc_string(self.spool_dir),
-            "delivery": _lc_list([self.delivery_endpoint]),
+            # one endpoint, or a list (hand-off fails over between them)
+            "delivery": _lc_list([self.delivery_endpoint]
+                                 if isinstance(self.delivery_endpoint, str)
+                                 else list(self.delivery_endpoint)),
             "filters": _lc_list(self.filter_endpoints),
             "fail_open": "true" if self.filter_fail_open else "false",
             "mta": instance("mta", "mta", ["127.0.0.1:%d" % self.ports["mta"]], []),
@@ -238,6 +257,7 @@ inbound = {
             return True
         self.proc = procs.start_process(
             "mx-inbound", [self.binary(), "-c", self.config_path], self.log_path,
+            env=dict(os.environ, **self.env) if self.env else None,
             ready=ready, timeout=15, what="its SMTP ports")
 
     def stop(self):

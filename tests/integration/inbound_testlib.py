@@ -10,6 +10,10 @@ import re
 import socket
 import ssl
 import time
+import unittest
+
+from mxlaunch import Slapd
+from mxlaunch.inbound import Inbound, TestSink, client_tls_context
 
 TIMEOUT = 15.0
 
@@ -183,8 +187,8 @@ def queued_id(reply):
     return m.group(1)
 
 
-def sanitizer_env_ok(mx):
-    """sanitizer_env_ok - the daemon's log holds no sanitizer report."""
+def no_sanitizer_report(mx):
+    """no_sanitizer_report - the daemon's log holds no sanitizer report."""
     log = mx.log()
     for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
         if marker in log:
@@ -200,11 +204,6 @@ def all_files(directory):
             found.append(os.path.relpath(os.path.join(root, name), directory))
     return sorted(found)
 
-
-import unittest  # noqa: E402  (kept next to the class that needs it)
-
-from mxlaunch import Slapd  # noqa: E402
-from mxlaunch.inbound import Inbound, TestSink, client_tls_context  # noqa: E402
 
 
 class InboundTestCase(unittest.TestCase):
@@ -238,8 +237,13 @@ class InboundTestCase(unittest.TestCase):
     def tearDown(self):
         if self.mx is not None:
             self.assertTrue(self.mx.running, "mx-inbound died; log:\n" + self.mx.log()[-3000:])
-            self.assertTrue(sanitizer_env_ok(self.mx),
+            self.assertTrue(no_sanitizer_report(self.mx),
                             "sanitizer report in the log:\n" + self.mx.log()[-6000:])
+            # no session left a half-written message behind (aborted DATA,
+            # refused BDAT, RSET, disconnects all remove their tmp file)
+            tmp = os.path.join(self.mx.spool_dir, "tmp")
+            wait_until(lambda: not all_files(tmp), 10, "an empty spool tmp/ (leaked files: %s)"
+                       % all_files(tmp))
 
     def raw(self, instance="mta", **kw):
         return RawSMTP(self.mx.port(instance), **kw)

@@ -8,6 +8,7 @@ Run: ctest -R inbound_durability"""
 import os
 import shutil
 import smtplib
+import socket
 import sys
 import tempfile
 import time
@@ -15,7 +16,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from mxlaunch import procs  # noqa: E402
+from mxlaunch.inbound import Inbound, TestSink  # noqa: E402
 from inbound_testlib import (InboundTestCase, RawSMTP, TIMEOUT, all_files, message,  # noqa: E402
                              queued_id, wait_until)
 
@@ -147,6 +148,77 @@ class KillTest(InboundTestCase):
             return f.read()
 
 
+class RestartTest(InboundTestCase):
+    """What a restart finds in the spool: stale tmp files, damaged entries."""
+
+    def test_kill_mid_data_leaves_nothing(self):
+        with self.raw() as c:
+            c.ehlo()
+            self.assertEqual(c.cmd("MAIL FROM:<x@example.org>").code, 250)
+            self.assertEqual(c.cmd("RCPT TO:<alice@example.test>").code, 250)
+            self.assertEqual(c.cmd("DATA").code, 354)
+            c.send(b"Subject: killed mid-data\r\n\r\n" + b"x" * 50000)
+            wait_until(lambda: all_files(os.path.join(self.mx.spool_dir, "tmp")), 10,
+                       "the message's tmp file")
+            self.mx.kill()
+        self.mx.start()
+        for sub in ("tmp", "queue"):
+            self.assertEqual(all_files(os.path.join(self.mx.spool_dir, sub)), [], sub)
+        self.assertIn("event=spool.stale_tmp_removed", self.mx.log())
+        qid = send(self.mx.port("mta"), "after the kill")
+        self.wait_delivered(qid)
+        self.assertNotIn("killed mid-data", subjects(self.sink))
+
+    def test_damaged_entry_moved_aside(self):
+        """A spool entry without a valid envelope is moved to corrupt/ for
+        the operator (never deleted, never blocking the others)."""
+        self.mx.kill()
+        queue = os.path.join(self.mx.spool_dir, "queue")
+        name = "01M8DAMAGED0000000000000001"
+        with open(os.path.join(queue, name), "wb") as f:
+            f.write(b"Subject: half an entry\r\n\r\nno envelope follows\r\n")
+        self.mx.start()
+        qid = send(self.mx.port("mta"), "next to a damaged entry")
+        self.wait_delivered(qid)
+        self.assertTrue(os.path.exists(os.path.join(self.mx.spool_dir, "corrupt", name)))
+        self.assertIn("event=handoff.damaged_entry id=%s" % name, self.mx.log())
+
+
+class FailoverTest(InboundTestCase):
+    """Two delivery endpoints, the first never answers: the hand-off times
+    out there and goes to the second."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.silent = TestSink(silent=True)
+            cls.good = TestSink()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for name in ("silent", "good"):
+            if getattr(cls, name, None) is not None:
+                getattr(cls, name).close()
+                setattr(cls, name, None)
+        super().tearDownClass()
+
+    def test_failover_to_second_instance(self):
+        mx = Inbound(self.ldap, [self.silent.endpoint, self.good.endpoint])
+        try:
+            ids = [send(mx.port("mta"), "failover %d" % i) for i in range(3)]
+            wait_until(lambda: set(ids) <= set(self.good.messages()), 30,
+                       "the messages at the second delivery instance")
+            wait_until(lambda: not mx.spool_entries(), 10, "an empty spool")
+            self.assertEqual(sorted(subjects(self.good)), ["failover %d" % i for i in range(3)])
+            self.assertTrue(mx.running)
+        finally:
+            mx.close()
+
+
 class BacklogTest(InboundTestCase):
 
     def test_20_messages_while_delivery_down(self):
@@ -185,10 +257,33 @@ class TempfailTest(InboundTestCase):
         self.assertIn("event=handoff.done id=%s status=ok attempts=3" % qid, log)
 
 
-class FilterUnreachableTest(InboundTestCase):
-    """A filter is configured but nothing listens: mail is tempfailed."""
+class NoFilterCase(InboundTestCase):
+    """A filter endpoint where nothing listens: a port we hold bound but not
+    listening (connections are refused, and no other test can take it)."""
 
-    inbound_kwargs = {"filter_endpoints": ["tcp://127.0.0.1:%d" % procs.free_port()]}
+    fail_open = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.hole = socket.socket()
+        cls.hole.bind(("127.0.0.1", 0))
+        cls.inbound_kwargs = {
+            "filter_endpoints": ["tcp://127.0.0.1:%d" % cls.hole.getsockname()[1]],
+            "filter_fail_open": cls.fail_open}
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.hole.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.hole.close()
+
+
+class FilterUnreachableTest(NoFilterCase):
+    """A filter is configured but nothing listens: mail is tempfailed."""
 
     def test_mta_tempfailed(self):
         with RawSMTP(self.mx.port("mta"), read_greeting=False) as c:
@@ -214,11 +309,10 @@ class FilterUnreachableTest(InboundTestCase):
         self.assertEqual(self.sink.messages(), {})
 
 
-class FilterFailOpenTest(InboundTestCase):
+class FilterFailOpenTest(NoFilterCase):
     """The same unreachable filter with fail_open: mail is accepted."""
 
-    inbound_kwargs = {"filter_endpoints": ["tcp://127.0.0.1:%d" % procs.free_port()],
-                      "filter_fail_open": True}
+    fail_open = True
 
     def test_accepted_unfiltered(self):
         qid = send(self.mx.port("mta"), "fail open")

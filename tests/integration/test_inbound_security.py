@@ -14,7 +14,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from inbound_testlib import InboundTestCase, RawSMTP, TIMEOUT, queued_id, wait_until  # noqa: E402
+from inbound_testlib import InboundTestCase, RawSMTP, TIMEOUT, queued_id  # noqa: E402
 
 PROXY_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
