@@ -12,6 +12,7 @@ from .procs import (ManagedProcess, ProcessError, StartupError, free_port,
 from .slapd import LdapError, Slapd, parse_ldif, source_dir
 from .inbound import Inbound, TestSink, build_dir, client_tls_context, make_certificate
 from .delivery import Delivery
+from .store import Store
 
 __all__ = [
     "ManagedProcess", "ProcessError", "StartupError", "free_port",
@@ -20,4 +21,5 @@ __all__ = [
     "LdapError", "Slapd", "parse_ldif", "source_dir",
     "Inbound", "TestSink", "build_dir", "client_tls_context", "make_certificate",
     "Delivery",
+    "Store",
 ]

@@ -1,0 +1,298 @@
+/* store - internals of mx-store: the operation log and the index (LMDB),
+ * and the state-changing operations that keep them and the Maildir in step.
+ *
+ * ONE LMDB environment per store (<store.root>/.index/), named databases:
+ *   oplog      u64 sequence (big-endian) -> op record (below)
+ *   mailboxes  user NUL name            -> mailbox record
+ *   messages   u64 mailbox id, u32 uid  -> message record (BE keys, so a
+ *                                           cursor walks a mailbox in UID order)
+ *   dedup      u64 mailbox id, 16-byte cluster message id -> u32 uid
+ *   meta       "version" u32, "seq" u64 (last sequence), "mailbox_id" u64,
+ *              "uidvalidity" u32 (store-wide counters)
+ *
+ * Every state change is ONE write transaction that appends its op record(s)
+ * to oplog AND updates the index; a batch (group commit) is one transaction
+ * holding many ops, each op in a nested transaction so one failed op does
+ * not undo its neighbours. The rule that makes kill -9 harmless:
+ *   Maildir file written, fsynced, renamed, directory fsynced
+ *     -> LMDB commit (durable: MDB default, no NOSYNC)
+ *       -> reply to the client.
+ * A crash before the commit leaves a file the index does not know (an
+ * orphan): store_recover() indexes it at start-up with a new UID. The file
+ * was durable, its delivery may or may not have been acknowledged, and the
+ * sender retries what was not: dedup by message id (X= in the file name,
+ * and the dedup DB) makes the retry answer DUPLICATE with the recovered UID
+ * instead of storing the message twice. Indexing is never wrong (the
+ * bytes are complete and durable) and also adopts files an operator or a
+ * tool dropped into the Maildir. Tombstoned files still on disk (an
+ * expunge whose unlink was lost) are removed. Files the index knows but that
+ * are missing on disk are logged (store.file_missing) and marked expunged.
+ *
+ * ---- for consumers of the operation log (HA replication, issue 6) ------
+ *  - Sequence numbers start at 1 and are CONTIGUOUS: every committed
+ *    transaction appends seq = last+1, last+2, ... and stores the last in
+ *    meta "seq" in the same transaction. A gap means a lost record.
+ *  - Records are SELF-CONTAINED: each names user, mailbox name AND mailbox
+ *    id, the UIDVALIDITY, the UID and the resulting MODSEQ, so a replica
+ *    applies them in order without reading its own index first, and applying
+ *    one twice is detectable (its UID / modseq already present).
+ *  - An APPEND references its bytes by the Maildir file name relative to
+ *    the user's Maildir: "<folder dir>/cur/<name>" or ".../new/<name>"
+ *    ("" folder dir = INBOX), plus size and the cluster message id. The
+ *    replica fetches the bytes from the primary by that path (the file is
+ *    durable before the record exists) and saves them under the same name.
+ *  - Encoding: u8 record version (STORE_OP_VERSION), u8 type, then fields
+ *    in a fixed order per type; integers big-endian, strings as u32 length
+ *    + bytes. Readers refuse versions they do not know.
+ *
+ * Users and paths: the Maildir of user "local@domain" is
+ *   <root>/<domain lower-cased>/<local>/
+ * (store_user_dir). Both parts must be non-empty, without '/', NUL or
+ * control characters, and must not start with '.', so no user name can
+ * reach outside <root> or into the index directory (<root>/.index).
+ *
+ * Flags: the index is authoritative for flags and keywords. A file's
+ * ":2,<flags>" reflect the flags it was saved with; flag changes do not
+ * rename files (no crash window between a rename and the commit).
+ *
+ * Threads: a struct store is used by one writer thread; read transactions
+ * (store_read_*) may run on other threads (MDB_NOTLS). */
+#ifndef STORE_H
+#define STORE_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "maildir.h"
+#include "mx_msgid.h"
+#include "mx_wire.h"
+
+#define STORE_FORMAT_VERSION 1
+#define STORE_OP_VERSION 1
+#define STORE_KEYWORDS_MAX 1024 /* octets of a message's keyword list */
+
+/* System flags (index bit set). */
+#define STORE_FLAG_SEEN 0x1u
+#define STORE_FLAG_ANSWERED 0x2u
+#define STORE_FLAG_FLAGGED 0x4u
+#define STORE_FLAG_DELETED 0x8u
+#define STORE_FLAG_DRAFT 0x10u
+#define STORE_FLAG_ALL 0x1fu
+
+enum store_op_type {
+    STORE_OP_APPEND = 1,
+    STORE_OP_FLAGS = 2,
+    STORE_OP_EXPUNGE = 3,
+    STORE_OP_MAILBOX_CREATE = 4,
+    STORE_OP_MAILBOX_DELETE = 5,
+    STORE_OP_MAILBOX_RENAME = 6,
+    STORE_OP_MAILBOX_SUBSCRIBE = 7,
+};
+
+struct store_mailbox {
+    uint64_t id;
+    uint32_t uidvalidity;
+    uint32_t uidnext;
+    uint64_t highestmodseq;
+    uint32_t messages;
+    uint32_t unseen;
+    uint64_t bytes;
+    bool subscribed;
+    char special_use[32];
+};
+
+struct store_message {
+    uint32_t uid;
+    uint32_t flags;          /* STORE_FLAG_* */
+    char keywords[STORE_KEYWORDS_MAX]; /* space-separated atoms */
+    uint64_t modseq;
+    uint64_t internaldate;   /* ms since the epoch */
+    uint64_t size;
+    struct mx_msgid msgid;   /* zeros = none */
+    bool expunged;           /* tombstone kept for CHANGES_SINCE (VANISHED) */
+    enum maildir_subdir subdir;
+    char file[MAILDIR_FILENAME_SIZE];
+    const uint8_t *mime;     /* serialized mime_cache; points into LMDB memory */
+    size_t mime_len;
+};
+
+struct store;
+
+/* store_open - open (create) the index under <root>/.index with the given
+ * map size. error_r: heap string, caller frees. */
+int store_open(const char *root, size_t map_size, struct store **st_r, char **error_r);
+void store_close(struct store **st);
+const char *store_root(const struct store *st);
+MDB_env *store_env(struct store *st);
+/* store_dbi_mailboxes - the mailboxes DB (keys: user NUL name), for listing. */
+MDB_dbi store_dbi_mailboxes(const struct store *st);
+
+/* store_user_dir - "<root>/<domain>/<local>" for user, or -1 with a
+ * static error_r if the address is not acceptable (see above). */
+int store_user_dir(const struct store *st, const char *user, char **dir_r, const char **error_r);
+
+/* ---- write transactions (one writer thread) ---------------------------- */
+
+/* A batch: one LMDB write transaction plus the Maildir folders it wrote
+ * into with MAILDIR_NO_DIR_FSYNC, fsynced by store_batch_commit before the
+ * LMDB commit. */
+struct store_batch;
+int store_batch_begin(struct store *st, struct store_batch **batch_r, char **error_r);
+/* store_batch_commit - fsync touched folders, commit. Consumes the batch.
+ * On -1 nothing of the batch is in the index (files written become
+ * orphans, indexed by the next store_recover). */
+int store_batch_commit(struct store_batch **batch, char **error_r);
+void store_batch_abort(struct store_batch **batch);
+/* store_batch_txn - the batch's transaction, for reads between ops. */
+MDB_txn *store_batch_txn(struct store_batch *batch);
+/* store_batch_last_seq - the last oplog sequence written so far. */
+uint64_t store_batch_last_seq(const struct store_batch *batch);
+
+/* Results of one operation; text is static. */
+struct store_result {
+    enum mx_status status;
+    const char *text;
+    uint32_t uidvalidity;
+    uint32_t uid;
+    uint64_t modseq;
+    /* append with a quota: usage after it (bytes) and the byte limit */
+    uint64_t quota_used, quota_bytes;
+};
+
+struct store_append_req {
+    const char *user;
+    const char *mailbox;        /* UTF-8 IMAP name, validated here */
+    const void *body;
+    size_t body_len;
+    uint32_t flags;             /* STORE_FLAG_* */
+    const char *keywords;       /* space-separated, or NULL */
+    uint64_t internaldate;      /* ms; 0 = now */
+    const struct mx_msgid *msgid; /* NULL or zeros = no dedup */
+    uint64_t quota_bytes, quota_count; /* 0 = unlimited */
+    bool create;
+};
+/* Each op below runs in its own nested transaction of batch: on a non-OK
+ * status nothing of it stays in the index. Returns 0 (see res->status) or
+ * -1 for an internal failure (res->status TEMPFAIL). */
+int store_append(struct store_batch *batch, const struct store_append_req *req,
+                 struct store_result *res);
+int store_mailbox_create(struct store_batch *batch, const char *user, const char *mailbox,
+                         const char *special_use, struct store_result *res);
+int store_mailbox_delete(struct store_batch *batch, const char *user, const char *mailbox,
+                         struct store_result *res);
+/* store_mailbox_rename - rename a mailbox and its children (ids, UIDs
+ * and UIDVALIDITY move with them). Renaming INBOX is refused for now. */
+int store_mailbox_rename(struct store_batch *batch, const char *user, const char *old_mailbox,
+                         const char *new_mailbox, struct store_result *res);
+int store_mailbox_subscribe(struct store_batch *batch, const char *user, const char *mailbox,
+                            bool subscribe, struct store_result *res);
+enum store_flag_mode { STORE_FLAGS_REPLACE = 0, STORE_FLAGS_ADD = 1, STORE_FLAGS_REMOVE = 2 };
+/* store_flags_store - uids[0..n); unchangedsince 0 = unconditional. UIDs
+ * whose modseq is above it are skipped and reported in *modified_r
+ * (heap, *n_modified_r entries). */
+int store_flags_store(struct store_batch *batch, const char *user, const char *mailbox,
+                      uint32_t uidvalidity, const uint32_t *uids, size_t n,
+                      enum store_flag_mode mode, uint32_t flags, const char *keywords,
+                      uint64_t unchangedsince, uint32_t **modified_r, size_t *n_modified_r,
+                      struct store_result *res);
+/* store_expunge - expunge the \Deleted messages among uids (NULL = all);
+ * the expunged UIDs in *expunged_r (heap). */
+int store_expunge(struct store_batch *batch, const char *user, const char *mailbox,
+                  uint32_t uidvalidity, const uint32_t *uids, size_t n,
+                  uint32_t **expunged_r, size_t *n_expunged_r, struct store_result *res);
+
+/* store_copy - copy (or move) the live messages among uids from mailbox
+ * into dest; *src_r / *dst_r (heap, *n_r entries) pair source and new
+ * UIDs in order (COPYUID). A move tombstones the sources (EXPUNGE ops). */
+int store_copy(struct store_batch *batch, const char *user, const char *mailbox,
+               uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *dest, bool move,
+               uint32_t **src_r, uint32_t **dst_r, size_t *n_r, struct store_result *res);
+
+/* ---- reads ------------------------------------------------------------- */
+
+/* store_mailbox_get - 0 found, 1 not found, -1 error (txn: any txn). */
+int store_mailbox_get(struct store *st, MDB_txn *txn, const char *user, const char *name,
+                      struct store_mailbox *mb_r);
+/* store_message_get - 0 found, 1 not found, -1 error. mime points into txn. */
+int store_message_get(struct store *st, MDB_txn *txn, uint64_t mailbox_id, uint32_t uid,
+                      struct store_message *msg_r);
+/* Iterate a mailbox's messages in UID order (tombstones included). fn
+ * returns 0 to go on. */
+typedef int store_message_fn(void *ctx, const struct store_message *msg);
+int store_message_foreach(struct store *st, MDB_txn *txn, uint64_t mailbox_id,
+                          store_message_fn *fn, void *ctx);
+/* Iterate the oplog from seq (inclusive): fn gets the raw record. */
+typedef int store_oplog_fn(void *ctx, uint64_t seq, const uint8_t *rec, size_t len);
+int store_oplog_foreach(struct store *st, MDB_txn *txn, uint64_t from_seq, store_oplog_fn *fn,
+                        void *ctx);
+/* store_oplog_type - type of a raw record; -1 if malformed/unknown version. */
+int store_oplog_type(const uint8_t *rec, size_t len);
+
+/* ---- start-up ---------------------------------------------------------- */
+
+struct store_recover_stats {
+    size_t mailboxes;
+    size_t orphans_indexed;
+    size_t missing_expunged;
+    size_t tombstones_removed;
+    size_t duplicates_skipped;
+    size_t mailboxes_adopted;
+};
+/* store_recover - reconcile every indexed mailbox with its Maildir (see the
+ * comment at the top); one batch. */
+int store_recover(struct store *st, struct store_recover_stats *stats_r, char **error_r);
+/* store_recover_user - the same for one user only (NULL = all), also
+ * adopting that user's folders the index does not know: what
+ * `mxctl-store reindex USER` runs. UIDs of files the index still knows
+ * are kept; other files get new UIDs above UIDNEXT; a folder the index
+ * lost gets a new UIDVALIDITY (clients then resynchronise, as IMAP
+ * requires when UIDs cannot be kept). */
+int store_recover_user(struct store *st, const char *user, struct store_recover_stats *stats_r,
+                       char **error_r);
+
+/* ---- helpers ----------------------------------------------------------- */
+
+/* store_flags_from_maildir / _to_maildir - system flag <-> letter sets. */
+uint32_t store_flags_from_maildir(uint64_t letters);
+uint64_t store_flags_to_maildir(uint32_t flags);
+/* store_flag_parse - "\\Seen" -> STORE_FLAG_SEEN; 0 for a keyword, -1 for
+ * an invalid flag (unknown system flag, bad atom characters). */
+int store_flag_parse(const char *flag, uint32_t *bit_r);
+
+
+/* Bits of F_MAILBOX_ATTRS and F_CHANGE, F_FETCH_ITEMS (the wire header
+ * names the fields; these values belong in mx_wire.h once the IMAP side
+ * uses them). */
+#define STORE_ATTR_SUBSCRIBED 0x1u
+#define STORE_ATTR_HAS_CHILDREN 0x2u
+#define STORE_ATTR_SPECIAL_USE 0x4u
+#define STORE_CHANGE_NEW_MAIL 0x1u
+#define STORE_CHANGE_FLAGS 0x2u
+#define STORE_CHANGE_EXPUNGE 0x4u
+#define STORE_CHANGE_MAILBOX_LIST 0x8u
+#define STORE_FETCH_FLAGS 0x1u
+#define STORE_FETCH_MODSEQ 0x2u
+#define STORE_FETCH_INTERNALDATE 0x4u
+#define STORE_FETCH_SIZE 0x8u
+#define STORE_FETCH_ENVELOPE 0x10u
+#define STORE_FETCH_BODYSTRUCTURE 0x20u
+#define STORE_FETCH_MESSAGE_ID 0x40u
+#define STORE_FETCH_ALL 0x7fu
+
+/* ---- UID sets (store_uidset.c) ----------------------------------------- */
+
+struct store_uidset {
+    struct { uint32_t lo, hi; } *r;
+    size_t n;
+};
+/* store_uidset_parse - IMAP sequence-set text over UIDs; '*' = max_uid
+ * (the largest UID in use, or UIDNEXT-1). -1 on malformed text. */
+int store_uidset_parse(const char *text, uint32_t max_uid, struct store_uidset *set_r);
+bool store_uidset_has(const struct store_uidset *set, uint32_t uid);
+void store_uidset_free(struct store_uidset *set);
+/* store_uidset_format - ascending uids[0..n) as compact text (heap). */
+char *store_uidset_format(const uint32_t *uids, size_t n);
+
+#endif

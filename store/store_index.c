@@ -1,0 +1,2007 @@
+/* store_index - the LMDB operation log + index and the operations that
+ * change them together with the Maildir. See store.h for the invariants. */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mailbox_name.h"
+#include "maildirsize.h"
+#include "mime_cache.h"
+#include "mx_alloc.h"
+#include "mx_log.h"
+
+struct store {
+    char *root;
+    MDB_env *env;
+    MDB_dbi oplog, mailboxes, messages, dedup, meta;
+};
+
+/* ---- explicit record encoding ----------------------------------------- */
+
+struct sbuf {
+    uint8_t *data;
+    size_t len, cap;
+};
+
+static void sb_put(struct sbuf *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        b->cap = (b->len + n) * 2 + 64;
+        b->data = mx_realloc(b->data, b->cap);
+    }
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+static void sb_u8(struct sbuf *b, uint8_t v) { sb_put(b, &v, 1); }
+static void sb_u32(struct sbuf *b, uint32_t v)
+{
+    uint8_t x[4] = { (uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v };
+    sb_put(b, x, 4);
+}
+static void sb_u64(struct sbuf *b, uint64_t v)
+{
+    sb_u32(b, (uint32_t)(v >> 32));
+    sb_u32(b, (uint32_t)v);
+}
+static void sb_bytes(struct sbuf *b, const void *p, size_t n)
+{
+    sb_u32(b, (uint32_t)n);
+    sb_put(b, p, n);
+}
+static void sb_str(struct sbuf *b, const char *s) { sb_bytes(b, s ? s : "", s ? strlen(s) : 0); }
+
+struct srd {
+    const uint8_t *p;
+    size_t len, off;
+    bool bad;
+};
+static const uint8_t *rd_take(struct srd *r, size_t n)
+{
+    if (r->bad || r->len - r->off < n) {
+        r->bad = true;
+        return NULL;
+    }
+    const uint8_t *p = r->p + r->off;
+    r->off += n;
+    return p;
+}
+static uint8_t rd_u8(struct srd *r)
+{
+    const uint8_t *p = rd_take(r, 1);
+    return p ? p[0] : 0;
+}
+static uint32_t rd_u32(struct srd *r)
+{
+    const uint8_t *p = rd_take(r, 4);
+    return p ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3] : 0;
+}
+static uint64_t rd_u64(struct srd *r)
+{
+    uint64_t hi = rd_u32(r);
+    return hi << 32 | rd_u32(r);
+}
+static const uint8_t *rd_bytes(struct srd *r, size_t *len_r)
+{
+    *len_r = rd_u32(r);
+    return rd_take(r, *len_r);
+}
+/* rd_str - a string into buf; too long or containing NUL marks bad. */
+static void rd_str(struct srd *r, char *buf, size_t size)
+{
+    size_t n;
+    const uint8_t *p = rd_bytes(r, &n);
+    if (p == NULL || n >= size || memchr(p, 0, n)) {
+        r->bad = true;
+        buf[0] = '\0';
+        return;
+    }
+    memcpy(buf, p, n);
+    buf[n] = '\0';
+}
+
+static void be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static void be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 3; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void mailbox_encode(const struct store_mailbox *mb, struct sbuf *b)
+{
+    sb_u8(b, STORE_FORMAT_VERSION);
+    sb_u64(b, mb->id);
+    sb_u32(b, mb->uidvalidity);
+    sb_u32(b, mb->uidnext);
+    sb_u64(b, mb->highestmodseq);
+    sb_u32(b, mb->messages);
+    sb_u32(b, mb->unseen);
+    sb_u64(b, mb->bytes);
+    sb_u8(b, mb->subscribed);
+    sb_str(b, mb->special_use);
+}
+static int mailbox_decode(const void *p, size_t len, struct store_mailbox *mb)
+{
+    struct srd r = { p, len, 0, false };
+    memset(mb, 0, sizeof *mb);
+    if (rd_u8(&r) != STORE_FORMAT_VERSION)
+        return -1;
+    mb->id = rd_u64(&r);
+    mb->uidvalidity = rd_u32(&r);
+    mb->uidnext = rd_u32(&r);
+    mb->highestmodseq = rd_u64(&r);
+    mb->messages = rd_u32(&r);
+    mb->unseen = rd_u32(&r);
+    mb->bytes = rd_u64(&r);
+    mb->subscribed = rd_u8(&r) != 0;
+    rd_str(&r, mb->special_use, sizeof mb->special_use);
+    return r.bad ? -1 : 0;
+}
+
+static void message_encode(const struct store_message *m, struct sbuf *b)
+{
+    sb_u8(b, STORE_FORMAT_VERSION);
+    sb_u32(b, m->flags);
+    sb_str(b, m->keywords);
+    sb_u64(b, m->modseq);
+    sb_u64(b, m->internaldate);
+    sb_u64(b, m->size);
+    sb_put(b, m->msgid.bytes, MX_MSGID_SIZE);
+    sb_u8(b, m->expunged);
+    sb_u8(b, (uint8_t)m->subdir);
+    sb_str(b, m->file);
+    sb_bytes(b, m->mime, m->mime_len);
+}
+static int message_decode(const void *p, size_t len, struct store_message *m)
+{
+    struct srd r = { p, len, 0, false };
+    if (rd_u8(&r) != STORE_FORMAT_VERSION)
+        return -1;
+    m->flags = rd_u32(&r);
+    rd_str(&r, m->keywords, sizeof m->keywords);
+    m->modseq = rd_u64(&r);
+    m->internaldate = rd_u64(&r);
+    m->size = rd_u64(&r);
+    const uint8_t *id = rd_take(&r, MX_MSGID_SIZE);
+    if (id)
+        memcpy(m->msgid.bytes, id, MX_MSGID_SIZE);
+    m->expunged = rd_u8(&r) != 0;
+    m->subdir = rd_u8(&r) ? MAILDIR_CUR : MAILDIR_NEW;
+    rd_str(&r, m->file, sizeof m->file);
+    m->mime = rd_bytes(&r, &m->mime_len);
+    return r.bad ? -1 : 0;
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+const char *store_root(const struct store *st) { return st->root; }
+MDB_env *store_env(struct store *st) { return st->env; }
+MDB_dbi store_dbi_mailboxes(const struct store *st) { return st->mailboxes; }
+
+int store_open(const char *root, size_t map_size, struct store **st_r, char **error_r)
+{
+    *st_r = NULL;
+    char *dir = mx_asprintf("%s/.index", root);
+    if ((mkdir(root, 0700) < 0 && errno != EEXIST) || (mkdir(dir, 0700) < 0 && errno != EEXIST)) {
+        *error_r = mx_asprintf("store: cannot create %s: %s", dir, strerror(errno));
+        free(dir);
+        return -1;
+    }
+    struct store *st = mx_calloc(1, sizeof *st);
+    st->root = mx_strdup(root);
+    MDB_txn *txn = NULL;
+    int rc = mdb_env_create(&st->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(st->env, 8);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(st->env, map_size);
+    if (rc == 0)
+        rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600);
+    if (rc == 0)
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "oplog", MDB_CREATE, &st->oplog);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "mailboxes", MDB_CREATE, &st->mailboxes);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "messages", MDB_CREATE, &st->messages);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "dedup", MDB_CREATE, &st->dedup);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta);
+    if (rc == 0) {
+        MDB_val k = { 7, "version" }, v;
+        int g = mdb_get(txn, st->meta, &k, &v);
+        if (g == MDB_NOTFOUND) {
+            uint8_t ver[4];
+            be32(ver, STORE_FORMAT_VERSION);
+            v = (MDB_val){ 4, ver };
+            rc = mdb_put(txn, st->meta, &k, &v, 0);
+        } else if (g != 0) {
+            rc = g;
+        } else if (v.mv_size != 4 || get_be32(v.mv_data) != STORE_FORMAT_VERSION) {
+            *error_r = mx_asprintf("store: index %s has an unknown format version", dir);
+            mdb_txn_abort(txn);
+            goto fail;
+        }
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (rc != 0) {
+        if (txn)
+            mdb_txn_abort(txn);
+        *error_r = mx_asprintf("store: index %s: %s", dir, mdb_strerror(rc));
+        goto fail;
+    }
+    free(dir);
+    *st_r = st;
+    return 0;
+fail:
+    free(dir);
+    store_close(&st);
+    return -1;
+}
+
+void store_close(struct store **stp)
+{
+    struct store *st = *stp;
+    if (st == NULL)
+        return;
+    if (st->env)
+        mdb_env_close(st->env);
+    free(st->root);
+    free(st);
+    *stp = NULL;
+}
+
+/* ---- users ------------------------------------------------------------- */
+
+static bool user_part_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 255 || s[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == '/' || c == '\\')
+            return false;
+    }
+    return true;
+}
+
+int store_user_dir(const struct store *st, const char *user, char **dir_r, const char **error_r)
+{
+    const char *at = user ? strrchr(user, '@') : NULL;
+    if (at == NULL) {
+        *error_r = "user is not local@domain";
+        return -1;
+    }
+    size_t local_len = (size_t)(at - user), domain_len = strlen(at + 1);
+    if (!user_part_ok(user, local_len) || !user_part_ok(at + 1, domain_len)) {
+        *error_r = "user name has '/', a leading '.', control characters or an empty part";
+        return -1;
+    }
+    char *domain = mx_strdup(at + 1);
+    for (char *p = domain; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    *dir_r = mx_asprintf("%s/%s/%.*s", st->root, domain, (int)local_len, user);
+    free(domain);
+    return 0;
+}
+
+/* ---- flags ------------------------------------------------------------- */
+
+uint32_t store_flags_from_maildir(uint64_t l)
+{
+    return (l & MAILDIR_FLAG_SEEN ? STORE_FLAG_SEEN : 0) |
+           (l & MAILDIR_FLAG_REPLIED ? STORE_FLAG_ANSWERED : 0) |
+           (l & MAILDIR_FLAG_FLAGGED ? STORE_FLAG_FLAGGED : 0) |
+           (l & MAILDIR_FLAG_TRASHED ? STORE_FLAG_DELETED : 0) |
+           (l & MAILDIR_FLAG_DRAFT ? STORE_FLAG_DRAFT : 0);
+}
+uint64_t store_flags_to_maildir(uint32_t f)
+{
+    return (f & STORE_FLAG_SEEN ? MAILDIR_FLAG_SEEN : 0) |
+           (f & STORE_FLAG_ANSWERED ? MAILDIR_FLAG_REPLIED : 0) |
+           (f & STORE_FLAG_FLAGGED ? MAILDIR_FLAG_FLAGGED : 0) |
+           (f & STORE_FLAG_DELETED ? MAILDIR_FLAG_TRASHED : 0) |
+           (f & STORE_FLAG_DRAFT ? MAILDIR_FLAG_DRAFT : 0);
+}
+
+int store_flag_parse(const char *flag, uint32_t *bit_r)
+{
+    static const struct { const char *name; uint32_t bit; } sys[] = {
+        { "\\Seen", STORE_FLAG_SEEN },         { "\\Answered", STORE_FLAG_ANSWERED },
+        { "\\Flagged", STORE_FLAG_FLAGGED },   { "\\Deleted", STORE_FLAG_DELETED },
+        { "\\Draft", STORE_FLAG_DRAFT },
+    };
+    if (flag == NULL || flag[0] == '\0' || strlen(flag) > 128)
+        return -1;
+    if (flag[0] == '\\') {
+        for (size_t i = 0; i < sizeof sys / sizeof sys[0]; i++)
+            if (strcasecmp(flag, sys[i].name) == 0) {
+                *bit_r = sys[i].bit;
+                return 0;
+            }
+        return -1; /* \Recent and unknown system flags cannot be stored */
+    }
+    /* A keyword is an IMAP atom (RFC 3501 atom-char minus ']'). */
+    for (const char *p = flag; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\]", c))
+            return -1;
+    }
+    *bit_r = 0;
+    return 0;
+}
+
+/* kw_has - keyword set (space-separated) contains kw (case-insensitive). */
+static bool kw_has(const char *set, const char *kw, size_t kwlen)
+{
+    for (const char *p = set; *p;) {
+        const char *e = strchr(p, ' ');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n == kwlen && strncasecmp(p, kw, n) == 0)
+            return true;
+        p += n + (e ? 1 : 0);
+    }
+    return false;
+}
+
+/* kw_apply - the keyword set after applying mode with kws to cur, into
+ * out; -1 if it would not fit. */
+static int kw_apply(const char *cur, enum store_flag_mode mode, const char *kws, char *out,
+                    size_t size)
+{
+    char buf[2 * STORE_KEYWORDS_MAX + 2];
+    size_t len = 0;
+    buf[0] = '\0';
+    const char *src[2] = { mode == STORE_FLAGS_REPLACE ? "" : cur,
+                           mode == STORE_FLAGS_REMOVE ? "" : kws };
+    for (int s = 0; s < 2; s++) {
+        for (const char *p = src[s] ? src[s] : ""; *p;) {
+            const char *e = strchr(p, ' ');
+            size_t n = e ? (size_t)(e - p) : strlen(p);
+            bool drop = mode == STORE_FLAGS_REMOVE && s == 0 && kws && kw_has(kws, p, n);
+            if (n && !drop && !kw_has(buf, p, n)) {
+                if (len + n + 2 > sizeof buf)
+                    return -1;
+                if (len)
+                    buf[len++] = ' ';
+                memcpy(buf + len, p, n);
+                len += n;
+                buf[len] = '\0';
+            }
+            p += n + (e ? 1 : 0);
+        }
+    }
+    if (len >= size)
+        return -1;
+    memcpy(out, buf, len + 1);
+    return 0;
+}
+
+/* ---- reads ------------------------------------------------------------- */
+
+static MDB_val mailbox_key(const char *user, const char *name, char **buf_r)
+{
+    size_t ul = strlen(user), nl = strlen(name);
+    char *k = mx_malloc(ul + 1 + nl);
+    memcpy(k, user, ul);
+    k[ul] = '\0';
+    memcpy(k + ul + 1, name, nl);
+    *buf_r = k;
+    return (MDB_val){ ul + 1 + nl, k };
+}
+
+int store_mailbox_get(struct store *st, MDB_txn *txn, const char *user, const char *name,
+                      struct store_mailbox *mb_r)
+{
+    char *kb;
+    MDB_val k = mailbox_key(user, name, &kb), v;
+    int rc = mdb_get(txn, st->mailboxes, &k, &v);
+    free(kb);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    if (rc != 0 || mailbox_decode(v.mv_data, v.mv_size, mb_r) < 0) {
+        mx_log(MX_LOG_ERR, "store.index_corrupt", MX_KV("user", user), MX_KV("mailbox", name),
+               MX_KV("error", rc ? mdb_strerror(rc) : "bad mailbox record"));
+        return -1;
+    }
+    return 0;
+}
+
+int store_message_get(struct store *st, MDB_txn *txn, uint64_t mailbox_id, uint32_t uid,
+                      struct store_message *msg_r)
+{
+    uint8_t kb[12];
+    be64(kb, mailbox_id);
+    be32(kb + 8, uid);
+    MDB_val k = { 12, kb }, v;
+    int rc = mdb_get(txn, st->messages, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 1;
+    memset(msg_r, 0, sizeof *msg_r);
+    msg_r->uid = uid;
+    if (rc != 0 || message_decode(v.mv_data, v.mv_size, msg_r) < 0)
+        return -1;
+    return 0;
+}
+
+int store_message_foreach(struct store *st, MDB_txn *txn, uint64_t mailbox_id,
+                          store_message_fn *fn, void *ctx)
+{
+    MDB_cursor *c;
+    if (mdb_cursor_open(txn, st->messages, &c) != 0)
+        return -1;
+    uint8_t kb[12];
+    be64(kb, mailbox_id);
+    be32(kb + 8, 0);
+    MDB_val k = { 12, kb }, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE), ret = 0;
+    while (rc == 0 && k.mv_size == 12 && get_be64(k.mv_data) == mailbox_id) {
+        struct store_message m;
+        memset(&m, 0, sizeof m);
+        m.uid = get_be32((const uint8_t *)k.mv_data + 8);
+        if (message_decode(v.mv_data, v.mv_size, &m) < 0) {
+            ret = -1;
+            break;
+        }
+        if (fn(ctx, &m) != 0)
+            break;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        ret = -1;
+    mdb_cursor_close(c);
+    return ret;
+}
+
+int store_oplog_foreach(struct store *st, MDB_txn *txn, uint64_t from_seq, store_oplog_fn *fn,
+                        void *ctx)
+{
+    MDB_cursor *c;
+    if (mdb_cursor_open(txn, st->oplog, &c) != 0)
+        return -1;
+    uint8_t kb[8];
+    be64(kb, from_seq);
+    MDB_val k = { 8, kb }, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0) {
+        if (k.mv_size != 8 || fn(ctx, get_be64(k.mv_data), v.mv_data, v.mv_size) != 0)
+            break;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : -1;
+}
+
+int store_oplog_type(const uint8_t *rec, size_t len)
+{
+    if (len < 2 || rec[0] != STORE_OP_VERSION || rec[1] < STORE_OP_APPEND ||
+        rec[1] > STORE_OP_MAILBOX_SUBSCRIBE)
+        return -1;
+    return rec[1];
+}
+
+/* ---- batches and ops --------------------------------------------------- */
+
+struct batch_folder {
+    char *user, *name;
+    struct maildir *md;
+    struct maildir_folder *folder;
+    bool dirty;
+};
+
+struct store_batch {
+    struct store *st;
+    MDB_txn *txn;
+    MDB_txn *op;      /* the nested transaction of the running op */
+    uint64_t seq, op_seq;
+    struct batch_folder *folders;
+    size_t n_folders;
+};
+
+static int meta_get_u64(struct store_batch *b, MDB_txn *txn, const char *key, uint64_t *v_r)
+{
+    MDB_val k = { strlen(key), (void *)key }, v;
+    int rc = mdb_get(txn, b->st->meta, &k, &v);
+    *v_r = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0 || v.mv_size != 8)
+        return -1;
+    *v_r = get_be64(v.mv_data);
+    return 0;
+}
+static int meta_put_u64(struct store_batch *b, const char *key, uint64_t value)
+{
+    uint8_t x[8];
+    be64(x, value);
+    MDB_val k = { strlen(key), (void *)key }, v = { 8, x };
+    return mdb_put(b->op, b->st->meta, &k, &v, 0);
+}
+
+int store_batch_begin(struct store *st, struct store_batch **batch_r, char **error_r)
+{
+    struct store_batch *b = mx_calloc(1, sizeof *b);
+    b->st = st;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &b->txn);
+    if (rc != 0 || meta_get_u64(b, b->txn, "seq", &b->seq) < 0) {
+        *error_r = mx_asprintf("store: begin write transaction: %s", rc ? mdb_strerror(rc) : "bad seq");
+        store_batch_abort(&b);
+        return -1;
+    }
+    *batch_r = b;
+    return 0;
+}
+
+uint64_t store_batch_last_seq(const struct store_batch *b) { return b->seq; }
+MDB_txn *store_batch_txn(struct store_batch *b) { return b->txn; }
+
+static void batch_folders_free(struct store_batch *b)
+{
+    for (size_t i = 0; i < b->n_folders; i++) {
+        maildir_folder_close(&b->folders[i].folder);
+        maildir_close(&b->folders[i].md);
+        free(b->folders[i].user);
+        free(b->folders[i].name);
+    }
+    free(b->folders);
+    b->folders = NULL;
+    b->n_folders = 0;
+}
+
+void store_batch_abort(struct store_batch **bp)
+{
+    struct store_batch *b = *bp;
+    if (b == NULL)
+        return;
+    if (b->op)
+        mdb_txn_abort(b->op);
+    if (b->txn)
+        mdb_txn_abort(b->txn);
+    batch_folders_free(b);
+    free(b);
+    *bp = NULL;
+}
+
+int store_batch_commit(struct store_batch **bp, char **error_r)
+{
+    struct store_batch *b = *bp;
+    int ret = 0;
+    /* The files must be durable before the index says they exist. */
+    for (size_t i = 0; i < b->n_folders && ret == 0; i++) {
+        const char *err;
+        if (b->folders[i].dirty && maildir_folder_fsync(b->folders[i].folder, &err) < 0) {
+            *error_r = mx_asprintf("store: fsync %s: %s", b->folders[i].name, err);
+            ret = -1;
+        }
+    }
+    if (ret == 0) {
+        int rc = mdb_txn_commit(b->txn);
+        b->txn = NULL;
+        if (rc != 0) {
+            *error_r = mx_asprintf("store: index commit: %s", mdb_strerror(rc));
+            ret = -1;
+        }
+    }
+    store_batch_abort(bp);
+    return ret;
+}
+
+/* batch_folder_get - the open folder of user's mailbox name (canonical),
+ * opening the user's Maildir (created if create) on first use. */
+static struct batch_folder *batch_folder_get(struct store_batch *b, const char *user,
+                                             const char *name, bool create, int *errno_r,
+                                             const char **error_r)
+{
+    for (size_t i = 0; i < b->n_folders; i++)
+        if (strcmp(b->folders[i].user, user) == 0 && strcmp(b->folders[i].name, name) == 0)
+            return &b->folders[i];
+    char *dir;
+    if (store_user_dir(b->st, user, &dir, error_r) < 0) {
+        *errno_r = EINVAL;
+        return NULL;
+    }
+    struct maildir *md = NULL;
+    struct maildir_folder *folder = NULL;
+    if (create) {
+        char *slash = strrchr(dir, '/');
+        *slash = '\0';
+        (void)mkdir(dir, 0700);
+        *slash = '/';
+        (void)mkdir(dir, 0700);
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = -1;
+    if (fd < 0) {
+        *errno_r = errno;
+        *error_r = "cannot open the user's Maildir";
+    } else {
+        rc = maildir_open(fd, dir, MAILDIR_OPEN_CREATE, &md, error_r);
+        if (rc < 0)
+            *errno_r = errno;
+        close(fd);
+    }
+    free(dir);
+    if (rc == 0 && maildir_folder_open(md, name, &folder, error_r) < 0) {
+        *errno_r = errno;
+        if (errno == ENOENT && create && maildir_folder_create(md, name, error_r) == 0 &&
+            maildir_folder_open(md, name, &folder, error_r) == 0)
+            rc = 0;
+        else
+            rc = -1;
+    }
+    if (rc < 0) {
+        maildir_close(&md);
+        return NULL;
+    }
+    b->folders = mx_reallocarray(b->folders, b->n_folders + 1, sizeof *b->folders);
+    struct batch_folder *f = &b->folders[b->n_folders++];
+    *f = (struct batch_folder){ mx_strdup(user), mx_strdup(name), md, folder, false };
+    return f;
+}
+
+static int op_begin(struct store_batch *b, struct store_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->status = MX_STATUS_TEMPFAIL;
+    b->op_seq = b->seq;
+    int rc = mdb_txn_begin(b->st->env, b->txn, 0, &b->op);
+    if (rc != 0) {
+        mx_log(MX_LOG_ERR, "store.txn_failed", MX_KV("error", mdb_strerror(rc)));
+        b->op = NULL;
+        res->text = "index transaction failed";
+        return -1;
+    }
+    return 0;
+}
+
+/* op_end - keep (nested commit) or drop the op's changes. */
+static int op_end(struct store_batch *b, bool keep, struct store_result *res)
+{
+    int rc = 0;
+    if (keep) {
+        rc = mdb_txn_commit(b->op);
+        if (rc != 0) {
+            mx_log(MX_LOG_ERR, "store.txn_failed", MX_KV("error", mdb_strerror(rc)));
+            res->status = MX_STATUS_TEMPFAIL;
+            res->text = "index update failed";
+        }
+    } else {
+        mdb_txn_abort(b->op);
+    }
+    b->op = NULL;
+    if (!keep || rc != 0)
+        b->seq = b->op_seq;
+    return rc == 0 ? 0 : -1;
+}
+
+/* op_fail - drop the op with status/text; returns 0 (a clean refusal) or
+ * -1 for TEMPFAIL. */
+static int op_fail(struct store_batch *b, struct store_result *res, enum mx_status status,
+                   const char *text)
+{
+    op_end(b, false, res);
+    res->status = status;
+    res->text = text;
+    return status == MX_STATUS_TEMPFAIL ? -1 : 0;
+}
+
+/* oplog_put - header fields common to every record, then the caller's. */
+static void oplog_head(struct sbuf *r, enum store_op_type type, const char *user,
+                       const char *name, const struct store_mailbox *mb)
+{
+    sb_u8(r, STORE_OP_VERSION);
+    sb_u8(r, (uint8_t)type);
+    sb_str(r, user);
+    sb_str(r, name);
+    sb_u64(r, mb->id);
+    sb_u32(r, mb->uidvalidity);
+}
+static int oplog_put(struct store_batch *b, struct sbuf *r)
+{
+    uint8_t kb[8];
+    be64(kb, b->seq + 1);
+    MDB_val k = { 8, kb }, v = { r->len, r->data };
+    int rc = mdb_put(b->op, b->st->oplog, &k, &v, MDB_APPEND);
+    free(r->data);
+    r->data = NULL;
+    if (rc == 0)
+        rc = meta_put_u64(b, "seq", b->seq + 1);
+    if (rc == 0)
+        b->seq++;
+    return rc;
+}
+
+static int mailbox_put(struct store_batch *b, const char *user, const char *name,
+                       const struct store_mailbox *mb)
+{
+    char *kb;
+    MDB_val k = mailbox_key(user, name, &kb);
+    struct sbuf s = { 0 };
+    mailbox_encode(mb, &s);
+    MDB_val v = { s.len, s.data };
+    int rc = mdb_put(b->op, b->st->mailboxes, &k, &v, 0);
+    free(kb);
+    free(s.data);
+    return rc;
+}
+
+static int message_put(struct store_batch *b, uint64_t mailbox_id, const struct store_message *m)
+{
+    uint8_t kb[12];
+    be64(kb, mailbox_id);
+    be32(kb + 8, m->uid);
+    struct sbuf s = { 0 };
+    message_encode(m, &s); /* copies m->mime before the put can move it */
+    MDB_val k = { 12, kb }, v = { s.len, s.data };
+    int rc = mdb_put(b->op, b->st->messages, &k, &v, 0);
+    free(s.data);
+    return rc;
+}
+
+/* canon - validate + normalise a request's mailbox name. */
+static char *canon(const char *name, struct store_result *res)
+{
+    char *out = NULL;
+    const char *err;
+    if (name == NULL || mailbox_name_normalize(name, strlen(name), &out, &err) < 0) {
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "invalid mailbox name";
+        return NULL;
+    }
+    char *dir = NULL;
+    if (mailbox_name_to_dir(out, &dir, &err) < 0) {
+        free(out);
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "mailbox name too long for the Maildir";
+        return NULL;
+    }
+    free(dir);
+    return out;
+}
+
+/* uv_file_read / uv_file_write - the UIDVALIDITY high-water mark kept
+ * outside the index (see mailbox_new_locked). */
+static uint64_t uv_file_read(struct store *st)
+{
+    char *path = mx_asprintf("%s/.uidvalidity", st->root);
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1)
+            v = 0;
+        fclose(f);
+    }
+    free(path);
+    return v;
+}
+
+static int uv_file_write(struct store *st, uint64_t uv)
+{
+    char *path = mx_asprintf("%s/.uidvalidity", st->root);
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    char buf[32];
+    int len = snprintf(buf, sizeof buf, "%020llu\n", (unsigned long long)uv);
+    int rc = fd >= 0 && pwrite(fd, buf, (size_t)len, 0) == len && fsync(fd) == 0 ? 0 : -1;
+    if (rc < 0)
+        mx_log(MX_LOG_ERR, "store.uidvalidity_write_failed", MX_KV("file", path), MX_KVERR(errno));
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
+/* mailbox_new_locked - index a new mailbox (the folder exists on disk). */
+static int mailbox_new_locked(struct store_batch *b, const char *user, const char *name,
+                              const char *special_use, struct store_mailbox *mb)
+{
+    uint64_t id, uv;
+    if (meta_get_u64(b, b->op, "mailbox_id", &id) < 0 || meta_get_u64(b, b->op, "uidvalidity", &uv) < 0)
+        return -1;
+    /* UIDVALIDITY: a store-wide counter, never the clock alone. A copy
+     * lives beside the index in <root>/.uidvalidity (fsynced before the
+     * commit), so an index rebuilt after a loss continues above every value
+     * ever handed out instead of restarting from the clock. */
+    if (uv == 0)
+        uv = uv_file_read(b->st);
+    uint64_t now = (uint64_t)time(NULL);
+    uv = uv + 1 > now ? uv + 1 : now;
+    if (uv > UINT32_MAX)
+        uv = 1;
+    if (uv_file_write(b->st, uv) < 0)
+        return -1;
+    memset(mb, 0, sizeof *mb);
+    mb->id = id + 1;
+    mb->uidvalidity = (uint32_t)uv;
+    mb->uidnext = 1;
+    mb->highestmodseq = 1;
+    mb->subscribed = true;
+    snprintf(mb->special_use, sizeof mb->special_use, "%s", special_use ? special_use : "");
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_MAILBOX_CREATE, user, name, mb);
+    sb_str(&r, mb->special_use);
+    if (meta_put_u64(b, "mailbox_id", mb->id) || meta_put_u64(b, "uidvalidity", uv) ||
+        mailbox_put(b, user, name, mb) || oplog_put(b, &r))
+        return -1;
+    return 0;
+}
+
+int store_mailbox_create(struct store_batch *b, const char *user, const char *mailbox,
+                         const char *special_use, struct store_result *res)
+{
+    char *name = canon(mailbox, res);
+    if (name == NULL)
+        return 0;
+    if (special_use && strlen(special_use) >= sizeof ((struct store_mailbox *)0)->special_use) {
+        free(name);
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "special-use attribute too long";
+        return 0;
+    }
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    struct store_mailbox mb;
+    int got = store_mailbox_get(b->st, b->op, user, name, &mb);
+    int ret;
+    int err = 0;
+    const char *error;
+    if (got == 0) {
+        ret = op_fail(b, res, MX_STATUS_EXISTS, "mailbox exists");
+    } else if (got < 0) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+    } else if (batch_folder_get(b, user, name, true, &err, &error) == NULL) {
+        mx_log(MX_LOG_ERR, "store.folder_create_failed", MX_KV("user", user), MX_KV("mailbox", name),
+               MX_KV("error", error));
+        ret = op_fail(b, res, err == EINVAL ? MX_STATUS_PERMFAIL : MX_STATUS_TEMPFAIL,
+                      err == EINVAL ? "invalid user" : "cannot create the folder");
+    } else if (mailbox_new_locked(b, user, name, special_use, &mb) < 0) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+    } else {
+        ret = op_end(b, true, res);
+        if (ret == 0) {
+            res->status = MX_STATUS_OK;
+            res->uidvalidity = mb.uidvalidity;
+            res->modseq = mb.highestmodseq;
+        }
+    }
+    free(name);
+    return ret;
+}
+
+int store_append(struct store_batch *b, const struct store_append_req *req,
+                 struct store_result *res)
+{
+    char *name = canon(req->mailbox, res);
+    if (name == NULL)
+        return 0;
+    const char *error = NULL;
+    char *udir = NULL;
+    if (store_user_dir(b->st, req->user, &udir, &error) < 0) {
+        free(name);
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = error;
+        return 0;
+    }
+    free(udir);
+    if (req->keywords) {
+        /* each keyword must be a valid atom */
+        char *copy = mx_strdup(req->keywords);
+        bool bad = strlen(copy) >= STORE_KEYWORDS_MAX;
+        for (char *save = NULL, *t = strtok_r(copy, " ", &save); t && !bad; t = strtok_r(NULL, " ", &save)) {
+            uint32_t bit;
+            bad = store_flag_parse(t, &bit) < 0 || bit != 0;
+        }
+        free(copy);
+        if (bad) {
+            free(name);
+            res->status = MX_STATUS_PERMFAIL;
+            res->text = "invalid keyword";
+            return 0;
+        }
+    }
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    int ret = 0, err = 0;
+    struct store_mailbox mb;
+    struct batch_folder *f = NULL;
+    char file[MAILDIR_FILENAME_SIZE] = "";
+    uint8_t *blob = NULL;
+    int got = store_mailbox_get(b->st, b->op, req->user, name, &mb);
+    if (got < 0) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+        goto out;
+    }
+    if (got == 1 && !req->create) {
+        ret = op_fail(b, res, MX_STATUS_NOT_FOUND, "no such mailbox");
+        goto out;
+    }
+    f = batch_folder_get(b, req->user, name, true, &err, &error);
+    if (f == NULL) {
+        mx_log(MX_LOG_ERR, "store.maildir_open_failed", MX_KV("user", req->user), MX_KV("error", error));
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot open the Maildir");
+        goto out;
+    }
+    if (got == 1 && mailbox_new_locked(b, req->user, name, NULL, &mb) < 0) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        goto out;
+    }
+    bool dedup = req->msgid && !mx_msgid_is_zero(req->msgid);
+    uint64_t quota_used = 0;
+    uint8_t dk[8 + MX_MSGID_SIZE];
+    MDB_val dkey = { sizeof dk, dk }, dval;
+    if (dedup) {
+        be64(dk, mb.id);
+        memcpy(dk + 8, req->msgid->bytes, MX_MSGID_SIZE);
+        int rc = mdb_get(b->op, b->st->dedup, &dkey, &dval);
+        if (rc == 0 && dval.mv_size == 4) {
+            res->uid = get_be32(dval.mv_data);
+            res->uidvalidity = mb.uidvalidity;
+            res->modseq = mb.highestmodseq;
+            ret = op_end(b, true, res); /* keeps a mailbox created just now */
+            if (ret == 0) {
+                res->status = MX_STATUS_DUPLICATE;
+                res->text = "already stored";
+            }
+            goto out;
+        }
+    }
+    if (req->quota_bytes || req->quota_count) {
+        struct maildirsize_quota q = { req->quota_bytes, req->quota_count };
+        struct maildirsize_state qs;
+        if (maildirsize_get(f->md, &q, time(NULL), &qs, NULL, &error) < 0) {
+            mx_log(MX_LOG_ERR, "store.quota_read_failed", MX_KV("user", req->user), MX_KV("error", error));
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot read maildirsize");
+            goto out;
+        }
+        if (maildirsize_would_exceed(&q, &qs.usage, req->body_len, 1)) {
+            ret = op_fail(b, res, MX_STATUS_OVER_QUOTA, "over quota");
+            goto out;
+        }
+        quota_used = (uint64_t)(qs.usage.bytes > 0 ? qs.usage.bytes : 0) + req->body_len;
+    }
+    uint64_t idate = req->internaldate ? req->internaldate : (uint64_t)time(NULL) * 1000;
+    char idtext[MX_MSGID_TEXT_LEN + 1];
+    struct maildir_save_opts so = {
+        .subdir = req->flags ? MAILDIR_CUR : MAILDIR_NEW,
+        .flags = store_flags_to_maildir(req->flags),
+        .msgid = dedup ? mx_msgid_format(req->msgid, idtext) : NULL,
+        .received = (time_t)(idate / 1000),
+        .sync = MAILDIR_NO_DIR_FSYNC,
+    };
+    if (maildir_deliver(f->folder, req->body, req->body_len, &so, file, &error) < 0) {
+        mx_log(MX_LOG_ERR, "store.deliver_failed", MX_KV("user", req->user), MX_KV("mailbox", name),
+               MX_KV("error", error));
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot write the message file");
+        goto out;
+    }
+    f->dirty = true;
+    struct maildir_filename info;
+    uint64_t size = req->body_len;
+    if (maildir_filename_parse(file, &info, &error) == 0 && info.has_vsize)
+        size = info.vsize;
+    struct mime_cache *mc = NULL;
+    size_t blob_len = 0;
+    if (mime_cache_build(req->body, req->body_len, &mc, &error) == 0) {
+        mime_cache_serialize(mc, &blob, &blob_len);
+        mime_cache_free(&mc);
+    }
+    if (mb.uidnext == UINT32_MAX) {
+        (void)maildir_message_expunge(f->folder, so.subdir, file, 0, &error);
+        ret = op_fail(b, res, MX_STATUS_PERMFAIL, "mailbox out of UIDs");
+        goto out;
+    }
+    struct store_message m;
+    memset(&m, 0, sizeof m);
+    m.uid = mb.uidnext++;
+    m.flags = req->flags & STORE_FLAG_ALL;
+    snprintf(m.keywords, sizeof m.keywords, "%s", req->keywords ? req->keywords : "");
+    m.modseq = ++mb.highestmodseq;
+    m.internaldate = idate;
+    m.size = size;
+    if (dedup)
+        m.msgid = *req->msgid;
+    m.subdir = so.subdir;
+    snprintf(m.file, sizeof m.file, "%s", file);
+    m.mime = blob;
+    m.mime_len = blob_len;
+    mb.messages++;
+    mb.unseen += !(m.flags & STORE_FLAG_SEEN);
+    mb.bytes += size;
+    uint8_t uidb[4];
+    be32(uidb, m.uid);
+    dval = (MDB_val){ 4, uidb };
+    char *dir = NULL;
+    (void)mailbox_name_to_dir(name, &dir, &error);
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_APPEND, req->user, name, &mb);
+    sb_u32(&r, m.uid);
+    char *rel = mx_asprintf("%s%s%s/%s", dir ? dir : "", dir && *dir ? "/" : "",
+                            m.subdir == MAILDIR_CUR ? "cur" : "new", file);
+    sb_str(&r, rel);
+    free(rel);
+    free(dir);
+    sb_u32(&r, m.flags);
+    sb_str(&r, m.keywords);
+    sb_u64(&r, m.modseq);
+    sb_u64(&r, m.internaldate);
+    sb_u64(&r, m.size);
+    sb_put(&r, m.msgid.bytes, MX_MSGID_SIZE);
+    if (message_put(b, mb.id, &m) || (dedup && mdb_put(b->op, b->st->dedup, &dkey, &dval, 0)) ||
+        mailbox_put(b, req->user, name, &mb) || oplog_put(b, &r)) {
+        free(r.data);
+        (void)maildir_message_expunge(f->folder, so.subdir, file, 0, &error);
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        goto out;
+    }
+    ret = op_end(b, true, res);
+    if (ret < 0) {
+        (void)maildir_message_expunge(f->folder, so.subdir, file, 0, &error);
+        goto out;
+    }
+    (void)maildirsize_append(f->md, (int64_t)req->body_len, 1, &error);
+    res->status = MX_STATUS_OK;
+    res->uid = m.uid;
+    res->uidvalidity = mb.uidvalidity;
+    res->modseq = m.modseq;
+    res->quota_used = quota_used;
+    res->quota_bytes = req->quota_bytes;
+out:
+    free(blob);
+    free(name);
+    return ret;
+}
+
+/* mailbox_for_op - the op's mailbox, checked against uidvalidity (0 = any). */
+static int mailbox_for_op(struct store_batch *b, const char *user, const char *name,
+                          uint32_t uidvalidity, struct store_mailbox *mb, struct store_result *res)
+{
+    int got = store_mailbox_get(b->st, b->op, user, name, mb);
+    if (got < 0)
+        return op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed"), -1;
+    if (got == 1)
+        return op_fail(b, res, MX_STATUS_NOT_FOUND, "no such mailbox"), -1;
+    if (uidvalidity && uidvalidity != mb->uidvalidity)
+        return op_fail(b, res, MX_STATUS_UIDVALIDITY, "UIDVALIDITY changed"), -1;
+    return 0;
+}
+
+int store_flags_store(struct store_batch *b, const char *user, const char *mailbox,
+                      uint32_t uidvalidity, const uint32_t *uids, size_t n,
+                      enum store_flag_mode mode, uint32_t flags, const char *keywords,
+                      uint64_t unchangedsince, uint32_t **modified_r, size_t *n_modified_r,
+                      struct store_result *res)
+{
+    *modified_r = NULL;
+    *n_modified_r = 0;
+    char *name = canon(mailbox, res);
+    if (name == NULL)
+        return 0;
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    struct store_mailbox mb;
+    if (mailbox_for_op(b, user, name, uidvalidity, &mb, res) < 0) {
+        free(name);
+        return res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+    }
+    int ret = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct store_message m;
+        int got = store_message_get(b->st, b->op, mb.id, uids[i], &m);
+        if (got < 0) {
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+            goto out;
+        }
+        if (got == 1 || m.expunged)
+            continue;
+        if (unchangedsince && m.modseq > unchangedsince) {
+            *modified_r = mx_reallocarray(*modified_r, *n_modified_r + 1, sizeof **modified_r);
+            (*modified_r)[(*n_modified_r)++] = m.uid;
+            continue;
+        }
+        uint32_t nf = mode == STORE_FLAGS_REPLACE ? flags
+                      : mode == STORE_FLAGS_ADD   ? m.flags | flags
+                                                  : m.flags & ~flags;
+        nf &= STORE_FLAG_ALL;
+        char kw[STORE_KEYWORDS_MAX];
+        if (kw_apply(m.keywords, mode, keywords ? keywords : "", kw, sizeof kw) < 0) {
+            ret = op_fail(b, res, MX_STATUS_PERMFAIL, "too many keywords");
+            goto out;
+        }
+        if (nf == m.flags && strcmp(kw, m.keywords) == 0)
+            continue;
+        if ((m.flags & STORE_FLAG_SEEN) && !(nf & STORE_FLAG_SEEN))
+            mb.unseen++;
+        else if (!(m.flags & STORE_FLAG_SEEN) && (nf & STORE_FLAG_SEEN) && mb.unseen)
+            mb.unseen--;
+        m.flags = nf;
+        memcpy(m.keywords, kw, sizeof kw);
+        m.modseq = ++mb.highestmodseq;
+        struct sbuf r = { 0 };
+        oplog_head(&r, STORE_OP_FLAGS, user, name, &mb);
+        sb_u32(&r, m.uid);
+        sb_u32(&r, m.flags);
+        sb_str(&r, m.keywords);
+        sb_u64(&r, m.modseq);
+        if (message_put(b, mb.id, &m) || oplog_put(b, &r)) {
+            free(r.data);
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+            goto out;
+        }
+    }
+    if (mailbox_put(b, user, name, &mb)) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        goto out;
+    }
+    ret = op_end(b, true, res);
+    if (ret == 0) {
+        res->status = MX_STATUS_OK;
+        res->uidvalidity = mb.uidvalidity;
+        res->modseq = mb.highestmodseq;
+    }
+out:
+    if (ret < 0 || res->status != MX_STATUS_OK) {
+        free(*modified_r);
+        *modified_r = NULL;
+        *n_modified_r = 0;
+    }
+    free(name);
+    return ret;
+}
+
+struct collect_ctx {
+    const uint32_t *uids;
+    size_t n;
+    uint32_t *out;
+    size_t n_out;
+};
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+static int collect_deleted(void *ctx, const struct store_message *m)
+{
+    struct collect_ctx *c = ctx;
+    if (m->expunged || !(m->flags & STORE_FLAG_DELETED))
+        return 0;
+    if (c->uids && (c->n == 0 || !bsearch(&m->uid, c->uids, c->n, sizeof *c->uids, cmp_u32)))
+        return 0;
+    c->out = mx_reallocarray(c->out, c->n_out + 1, sizeof *c->out);
+    c->out[c->n_out++] = m->uid;
+    return 0;
+}
+
+/* tombstone_locked - mark one message expunged (file already handled). */
+static int tombstone_locked(struct store_batch *b, const char *user, const char *name,
+                            struct store_mailbox *mb, struct store_message *m)
+{
+    m->expunged = true;
+    m->modseq = ++mb->highestmodseq;
+    m->mime = NULL;
+    m->mime_len = 0;
+    if (mb->messages)
+        mb->messages--;
+    if (!(m->flags & STORE_FLAG_SEEN) && mb->unseen)
+        mb->unseen--;
+    mb->bytes = mb->bytes >= m->size ? mb->bytes - m->size : 0;
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_EXPUNGE, user, name, mb);
+    sb_u32(&r, m->uid);
+    sb_u64(&r, m->modseq);
+    if (message_put(b, mb->id, m) || oplog_put(b, &r)) {
+        free(r.data);
+        return -1;
+    }
+    return 0;
+}
+
+int store_expunge(struct store_batch *b, const char *user, const char *mailbox,
+                  uint32_t uidvalidity, const uint32_t *uids, size_t n,
+                  uint32_t **expunged_r, size_t *n_expunged_r, struct store_result *res)
+{
+    *expunged_r = NULL;
+    *n_expunged_r = 0;
+    char *name = canon(mailbox, res);
+    if (name == NULL)
+        return 0;
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    struct store_mailbox mb;
+    if (mailbox_for_op(b, user, name, uidvalidity, &mb, res) < 0) {
+        free(name);
+        return res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+    }
+    uint32_t *sorted = NULL;
+    if (uids) {
+        sorted = mx_calloc(n ? n : 1, sizeof *sorted);
+        memcpy(sorted, uids, n * sizeof *uids);
+        qsort(sorted, n, sizeof *sorted, cmp_u32);
+    }
+    struct collect_ctx c = { sorted, n, NULL, 0 };
+    int ret = 0, err;
+    const char *error;
+    struct batch_folder *f = NULL;
+    if (store_message_foreach(b->st, b->op, mb.id, collect_deleted, &c) < 0) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+        goto out;
+    }
+    if (c.n_out && (f = batch_folder_get(b, user, name, false, &err, &error)) == NULL) {
+        mx_log(MX_LOG_ERR, "store.maildir_open_failed", MX_KV("user", user), MX_KV("error", error));
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot open the Maildir");
+        goto out;
+    }
+    int64_t freed = 0;
+    for (size_t i = 0; i < c.n_out; i++) {
+        struct store_message m;
+        if (store_message_get(b->st, b->op, mb.id, c.out[i], &m) != 0) {
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+            goto out;
+        }
+        /* Unlink before the commit: a crash in between leaves a known file
+         * missing, which start-up marks expunged, i.e. what was asked. */
+        if (maildir_message_expunge(f->folder, m.subdir, m.file, 0, &error) < 0 && errno != ENOENT)
+            mx_log(MX_LOG_ERR, "store.unlink_failed", MX_KV("user", user), MX_KV("file", m.file),
+                   MX_KV("error", error));
+        freed += (int64_t)m.size;
+        if (tombstone_locked(b, user, name, &mb, &m) < 0) {
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+            goto out;
+        }
+    }
+    if (mailbox_put(b, user, name, &mb)) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        goto out;
+    }
+    ret = op_end(b, true, res);
+    if (ret == 0) {
+        if (c.n_out)
+            (void)maildirsize_append(f->md, -freed, -(int64_t)c.n_out, &error);
+        res->status = MX_STATUS_OK;
+        res->uidvalidity = mb.uidvalidity;
+        res->modseq = mb.highestmodseq;
+        *expunged_r = c.out;
+        *n_expunged_r = c.n_out;
+        c.out = NULL;
+    }
+out:
+    free(c.out);
+    free(sorted);
+    free(name);
+    return ret;
+}
+
+int store_copy(struct store_batch *b, const char *user, const char *mailbox, uint32_t uidvalidity,
+               const uint32_t *uids, size_t n, const char *dest, bool move,
+               uint32_t **src_r, uint32_t **dst_r, size_t *n_r, struct store_result *res)
+{
+    *src_r = *dst_r = NULL;
+    *n_r = 0;
+    char *from = canon(mailbox, res);
+    if (from == NULL)
+        return 0;
+    char *to = canon(dest, res);
+    if (to == NULL) {
+        free(from);
+        return 0;
+    }
+    int ret = 0;
+    uint32_t *src = NULL, *dst = NULL;
+    size_t done = 0;
+    if (move && strcmp(from, to) == 0) {
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "cannot move a message into its own mailbox";
+        goto out;
+    }
+    if (op_begin(b, res) < 0) {
+        ret = -1;
+        goto out;
+    }
+    struct store_mailbox smb, dmb;
+    if (mailbox_for_op(b, user, from, uidvalidity, &smb, res) < 0) {
+        ret = res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+        goto out;
+    }
+    int got = store_mailbox_get(b->st, b->op, user, to, &dmb);
+    if (got != 0) {
+        ret = op_fail(b, res, got < 0 ? MX_STATUS_TEMPFAIL : MX_STATUS_NOT_FOUND,
+                      got < 0 ? "index read failed" : "no such destination mailbox");
+        goto out;
+    }
+    int err;
+    const char *error = NULL;
+    struct batch_folder *fs = batch_folder_get(b, user, from, false, &err, &error);
+    struct batch_folder *fd = fs ? batch_folder_get(b, user, to, false, &err, &error) : NULL;
+    /* the second get may have moved the array: look the source up again (cached) */
+    if (fd)
+        fs = batch_folder_get(b, user, from, false, &err, &error);
+    if (fd == NULL) {
+        mx_log(MX_LOG_ERR, "store.maildir_open_failed", MX_KV("user", user), MX_KV("error", error));
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot open the Maildir");
+        goto out;
+    }
+    bool same = strcmp(from, to) == 0;
+    int64_t added = 0;
+    char *dir = NULL;
+    (void)mailbox_name_to_dir(to, &dir, &error);
+    for (size_t i = 0; i < n; i++) {
+        struct store_message m;
+        if (store_message_get(b->st, b->op, smb.id, uids[i], &m) != 0 || m.expunged)
+            continue;
+        if (dmb.uidnext == UINT32_MAX)
+            break;
+        struct maildir_save_opts so = {
+            .subdir = m.flags ? MAILDIR_CUR : MAILDIR_NEW,
+            .flags = store_flags_to_maildir(m.flags),
+            .sync = MAILDIR_NO_DIR_FSYNC,
+        };
+        char name[MAILDIR_FILENAME_SIZE];
+        int rc = move ? maildir_message_move(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error)
+                      : maildir_message_copy(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error);
+        if (rc < 0) {
+            mx_log(MX_LOG_ERR, "store.copy_failed", MX_KV("user", user), MX_KV("file", m.file),
+                   MX_KV("error", error));
+            free(dir);
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot copy the message file");
+            goto out;
+        }
+        fs->dirty = fd->dirty = true;
+        struct store_message c = m; /* mime still points into the txn: encoded by the put below */
+        c.uid = dmb.uidnext++;
+        c.modseq = ++dmb.highestmodseq;
+        c.subdir = so.subdir;
+        snprintf(c.file, sizeof c.file, "%s", name);
+        if (same)
+            smb = dmb;
+        dmb.messages++;
+        dmb.unseen += !(c.flags & STORE_FLAG_SEEN);
+        dmb.bytes += c.size;
+        struct sbuf r = { 0 };
+        oplog_head(&r, STORE_OP_APPEND, user, to, &dmb);
+        sb_u32(&r, c.uid);
+        char *rel = mx_asprintf("%s%s%s/%s", dir ? dir : "", dir && *dir ? "/" : "",
+                                c.subdir == MAILDIR_CUR ? "cur" : "new", c.file);
+        sb_str(&r, rel);
+        free(rel);
+        sb_u32(&r, c.flags);
+        sb_str(&r, c.keywords);
+        sb_u64(&r, c.modseq);
+        sb_u64(&r, c.internaldate);
+        sb_u64(&r, c.size);
+        sb_put(&r, c.msgid.bytes, MX_MSGID_SIZE);
+        int bad = message_put(b, dmb.id, &c) || oplog_put(b, &r);
+        free(r.data);
+        if (!bad && !mx_msgid_is_zero(&c.msgid)) {
+            uint8_t dk[8 + MX_MSGID_SIZE], uidb[4];
+            be64(dk, dmb.id);
+            memcpy(dk + 8, c.msgid.bytes, MX_MSGID_SIZE);
+            be32(uidb, c.uid);
+            MDB_val k = { sizeof dk, dk }, v = { 4, uidb };
+            int prc = mdb_put(b->op, b->st->dedup, &k, &v, MDB_NOOVERWRITE);
+            bad = prc != 0 && prc != MDB_KEYEXIST;
+        }
+        if (!bad && move) {
+            if (same)
+                smb = dmb;
+            bad = tombstone_locked(b, user, from, &smb, &m) < 0;
+        }
+        if (bad) {
+            free(dir);
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+            goto out;
+        }
+        if (!move)
+            added += (int64_t)c.size;
+        src = mx_reallocarray(src, done + 1, sizeof *src);
+        dst = mx_reallocarray(dst, done + 1, sizeof *dst);
+        src[done] = m.uid;
+        dst[done++] = c.uid;
+    }
+    free(dir);
+    if ((move && mailbox_put(b, user, from, &smb)) || mailbox_put(b, user, to, &dmb)) {
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        goto out;
+    }
+    ret = op_end(b, true, res);
+    if (ret == 0) {
+        if (added)
+            (void)maildirsize_append(fd->md, added, (int64_t)done, &error);
+        res->status = MX_STATUS_OK;
+        res->uidvalidity = dmb.uidvalidity;
+        res->modseq = move ? smb.highestmodseq : dmb.highestmodseq;
+        *src_r = src;
+        *dst_r = dst;
+        *n_r = done;
+        src = dst = NULL;
+    }
+out:
+    free(src);
+    free(dst);
+    free(from);
+    free(to);
+    return ret;
+}
+
+/* del_prefix - delete every key of dbi starting with the 8-byte mailbox id. */
+static int del_prefix(struct store_batch *b, MDB_dbi dbi, uint64_t id)
+{
+    MDB_cursor *c;
+    if (mdb_cursor_open(b->op, dbi, &c) != 0)
+        return -1;
+    uint8_t kb[8];
+    be64(kb, id);
+    MDB_val k = { 8, kb }, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && k.mv_size >= 8 && get_be64(k.mv_data) == id) {
+        rc = mdb_cursor_del(c, 0);
+        if (rc == 0)
+            rc = mdb_cursor_get(c, &k, &v, MDB_GET_CURRENT);
+    }
+    mdb_cursor_close(c);
+    return rc == 0 || rc == MDB_NOTFOUND || rc == EINVAL ? 0 : -1;
+}
+
+int store_mailbox_delete(struct store_batch *b, const char *user, const char *mailbox,
+                         struct store_result *res)
+{
+    char *name = canon(mailbox, res);
+    if (name == NULL)
+        return 0;
+    if (mailbox_name_is_inbox(name)) {
+        free(name);
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "INBOX cannot be deleted";
+        return 0;
+    }
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    struct store_mailbox mb;
+    if (mailbox_for_op(b, user, name, 0, &mb, res) < 0) {
+        free(name);
+        return res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+    }
+    char *kb;
+    MDB_val k = mailbox_key(user, name, &kb);
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_MAILBOX_DELETE, user, name, &mb);
+    int ret;
+    if (del_prefix(b, b->st->messages, mb.id) < 0 || del_prefix(b, b->st->dedup, mb.id) < 0 ||
+        mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0 || oplog_put(b, &r) != 0) {
+        free(r.data);
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+    } else {
+        int err;
+        const char *error;
+        struct batch_folder *f = batch_folder_get(b, user, "INBOX", false, &err, &error);
+        if (f && maildir_folder_delete(f->md, name, &error) < 0 && errno != ENOENT) {
+            mx_log(MX_LOG_ERR, "store.folder_delete_failed", MX_KV("user", user),
+                   MX_KV("mailbox", name), MX_KV("error", error));
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot delete the folder");
+        } else {
+            ret = op_end(b, true, res);
+            if (ret == 0)
+                res->status = MX_STATUS_OK;
+        }
+    }
+    free(kb);
+    free(name);
+    return ret;
+}
+
+int store_mailbox_rename(struct store_batch *b, const char *user, const char *old_mailbox,
+                         const char *new_mailbox, struct store_result *res)
+{
+    char *from = canon(old_mailbox, res);
+    if (from == NULL)
+        return 0;
+    char *to = canon(new_mailbox, res);
+    if (to == NULL) {
+        free(from);
+        return 0;
+    }
+    int ret = 0;
+    char **names = NULL;
+    size_t n = 0;
+    if (mailbox_name_is_inbox(from) || mailbox_name_is_inbox(to) || strcmp(from, to) == 0 ||
+        mailbox_name_is_descendant(to, from)) {
+        /* RFC 3501 INBOX rename (move its messages) is not supported yet */
+        res->status = MX_STATUS_PERMFAIL;
+        res->text = "cannot rename INBOX, onto INBOX, or below itself";
+        goto done;
+    }
+    if (op_begin(b, res) < 0) {
+        ret = -1;
+        goto done;
+    }
+    /* the mailbox and everything below it */
+    MDB_cursor *c;
+    size_t ul = strlen(user);
+    if (mdb_cursor_open(b->op, b->st->mailboxes, &c) == 0) {
+        MDB_val k = { ul + 1, (void *)user }, v;
+        for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size <= ul + 1 || memcmp(k.mv_data, user, ul + 1) != 0)
+                break;
+            char *name = mx_strndup((const char *)k.mv_data + ul + 1, k.mv_size - ul - 1);
+            if (strcmp(name, from) == 0 || mailbox_name_is_descendant(name, from)) {
+                names = mx_reallocarray(names, n + 1, sizeof *names);
+                names[n++] = name;
+            } else {
+                free(name);
+            }
+        }
+        mdb_cursor_close(c);
+    }
+    if (n == 0) {
+        ret = op_fail(b, res, MX_STATUS_NOT_FOUND, "no such mailbox");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_mailbox mb;
+        char *target = mx_asprintf("%s%s", to, names[i] + strlen(from));
+        struct store_result tmp;
+        char *ok = canon(target, &tmp);
+        int exists = ok ? store_mailbox_get(b->st, b->op, user, target, &mb) : 1;
+        free(ok);
+        free(target);
+        if (ok == NULL || exists != 1) {
+            ret = op_fail(b, res, ok == NULL ? MX_STATUS_PERMFAIL : MX_STATUS_EXISTS,
+                          ok == NULL ? "new name too long" : "target mailbox exists");
+            goto done;
+        }
+    }
+    int err;
+    const char *error;
+    struct batch_folder *f = batch_folder_get(b, user, MAILBOX_NAME_INBOX, false, &err, &error);
+    if (f == NULL || (maildir_folder_rename(f->md, from, to, &error) < 0 && errno != ENOENT)) {
+        mx_log(MX_LOG_ERR, "store.folder_rename_failed", MX_KV("user", user), MX_KV("mailbox", from),
+               MX_KV("error", error));
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot rename the folder");
+        goto done;
+    }
+    /* open folder handles of this batch still carry the old names */
+    for (size_t i = 0; i < b->n_folders; i++)
+        if (strcmp(b->folders[i].user, user) == 0 &&
+            (strcmp(b->folders[i].name, from) == 0 || mailbox_name_is_descendant(b->folders[i].name, from))) {
+            const char *e2;
+            if (b->folders[i].dirty)
+                (void)maildir_folder_fsync(b->folders[i].folder, &e2);
+            b->folders[i].dirty = false;
+            free(b->folders[i].user);
+            b->folders[i].user = mx_strdup(""); /* never matches a user again */
+        }
+    for (size_t i = 0; i < n; i++) {
+        struct store_mailbox mb;
+        char *target = mx_asprintf("%s%s", to, names[i] + strlen(from));
+        char *kb;
+        MDB_val k = mailbox_key(user, names[i], &kb);
+        struct sbuf r = { 0 };
+        int bad = store_mailbox_get(b->st, b->op, user, names[i], &mb) != 0;
+        if (!bad) {
+            oplog_head(&r, STORE_OP_MAILBOX_RENAME, user, names[i], &mb);
+            sb_str(&r, target);
+            bad = mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0 ||
+                  mailbox_put(b, user, target, &mb) != 0 || oplog_put(b, &r) != 0;
+        }
+        free(r.data);
+        free(kb);
+        free(target);
+        if (bad) {
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+            goto done;
+        }
+    }
+    ret = op_end(b, true, res);
+    if (ret == 0)
+        res->status = MX_STATUS_OK;
+done:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(from);
+    free(to);
+    return ret;
+}
+
+int store_mailbox_subscribe(struct store_batch *b, const char *user, const char *mailbox,
+                            bool subscribe, struct store_result *res)
+{
+    char *name = canon(mailbox, res);
+    if (name == NULL)
+        return 0;
+    if (op_begin(b, res) < 0) {
+        free(name);
+        return -1;
+    }
+    struct store_mailbox mb;
+    if (mailbox_for_op(b, user, name, 0, &mb, res) < 0) {
+        free(name);
+        return res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+    }
+    mb.subscribed = subscribe;
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_MAILBOX_SUBSCRIBE, user, name, &mb);
+    sb_u8(&r, subscribe);
+    int ret;
+    if (mailbox_put(b, user, name, &mb) || oplog_put(b, &r)) {
+        free(r.data);
+        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+    } else {
+        ret = op_end(b, true, res);
+        if (ret == 0)
+            res->status = MX_STATUS_OK;
+    }
+    free(name);
+    return ret;
+}
+
+/* ---- start-up recovery ------------------------------------------------- */
+
+struct known {
+    char key[MAILDIR_FILENAME_SIZE];
+    uint32_t uid;
+    bool expunged, seen;
+};
+struct known_set {
+    struct known *v;
+    size_t n;
+};
+static int cmp_known(const void *a, const void *b)
+{
+    return strcmp(((const struct known *)a)->key, ((const struct known *)b)->key);
+}
+static int collect_known(void *ctx, const struct store_message *m)
+{
+    struct known_set *s = ctx;
+    s->v = mx_reallocarray(s->v, s->n + 1, sizeof *s->v);
+    struct known *k = &s->v[s->n++];
+    memset(k, 0, sizeof *k);
+    size_t len = strcspn(m->file, ":");
+    snprintf(k->key, sizeof k->key, "%.*s", (int)len, m->file);
+    k->uid = m->uid;
+    k->expunged = m->expunged;
+    return 0;
+}
+
+struct orphan {
+    char name[MAILDIR_FILENAME_SIZE];
+    enum maildir_subdir subdir;
+    struct maildir_filename info;
+    uint64_t mtime_ms;
+};
+struct scan_ctx {
+    struct known_set *known;
+    struct orphan *orphans;
+    size_t n_orphans;
+    struct batch_folder *f;
+    struct store_recover_stats *stats;
+};
+static int recover_scan_fn(void *ctx, const struct maildir_scan_entry *e)
+{
+    struct scan_ctx *s = ctx;
+    if (e->error)
+        return 0; /* names we cannot parse are left for the operator */
+    struct known probe;
+    snprintf(probe.key, sizeof probe.key, "%.*s", (int)e->info.key_len, e->name);
+    struct known *k = s->known->n == 0 ? NULL : bsearch(&probe, s->known->v, s->known->n, sizeof probe, cmp_known);
+    if (k && !k->expunged) {
+        k->seen = true;
+    } else if (k) {
+        const char *error;
+        if (maildir_message_expunge(s->f->folder, e->subdir, e->name, 0, &error) == 0)
+            s->stats->tombstones_removed++;
+    } else {
+        s->orphans = mx_reallocarray(s->orphans, s->n_orphans + 1, sizeof *s->orphans);
+        struct orphan *o = &s->orphans[s->n_orphans++];
+        snprintf(o->name, sizeof o->name, "%s", e->name);
+        o->subdir = e->subdir;
+        o->info = e->info;
+        o->mtime_ms = (uint64_t)e->mtime.tv_sec * 1000 + (uint64_t)e->mtime.tv_nsec / 1000000;
+    }
+    return 0;
+}
+static int cmp_orphan(const void *a, const void *b)
+{
+    return strcmp(((const struct orphan *)a)->name, ((const struct orphan *)b)->name);
+}
+
+/* recover_adopt - index one orphan file under a new UID (an APPEND op). */
+static int recover_adopt(struct store_batch *b, const char *user, const char *name,
+                         struct batch_folder *f, const struct orphan *o,
+                         struct store_recover_stats *stats)
+{
+    struct store_result res;
+    if (op_begin(b, &res) < 0)
+        return -1;
+    struct store_mailbox mb;
+    if (store_mailbox_get(b->st, b->op, user, name, &mb) != 0)
+        return op_fail(b, &res, MX_STATUS_TEMPFAIL, "");
+    struct mx_msgid id;
+    memset(&id, 0, sizeof id);
+    bool has_id = o->info.has_id && mx_msgid_parse(o->info.id, &id) == 0;
+    uint8_t dk[8 + MX_MSGID_SIZE];
+    MDB_val dkey = { sizeof dk, dk }, dval;
+    if (has_id) {
+        be64(dk, mb.id);
+        memcpy(dk + 8, id.bytes, MX_MSGID_SIZE);
+        if (mdb_get(b->op, b->st->dedup, &dkey, &dval) == 0) {
+            /* A second copy of a message we already have (an interrupted
+             * move): left in place for the operator, not indexed twice. */
+            mx_log(MX_LOG_WARNING, "store.duplicate_file", MX_KV("user", user), MX_KV("file", o->name));
+            stats->duplicates_skipped++;
+            return op_end(b, false, &res), 0;
+        }
+    }
+    /* Read the file for size and the MIME cache. */
+    int fd;
+    const char *error;
+    if (maildir_message_open(f->folder, o->subdir, o->name, &fd, &error) < 0)
+        return op_end(b, false, &res), 0;
+    struct stat sb;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (fstat(fd, &sb) == 0 && sb.st_size >= 0 && (uint64_t)sb.st_size < UINT32_MAX) {
+        len = (size_t)sb.st_size;
+        body = mx_malloc(len + 1);
+        size_t got = 0;
+        while (got < len) {
+            ssize_t r = pread(fd, body + got, len - got, (off_t)got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        len = got;
+    }
+    close(fd);
+    struct mime_cache *mc = NULL;
+    uint8_t *blob = NULL;
+    size_t blob_len = 0;
+    if (mime_cache_build(body, len, &mc, &error) == 0) {
+        mime_cache_serialize(mc, &blob, &blob_len);
+        mime_cache_free(&mc);
+    }
+    free(body);
+    struct store_message m;
+    memset(&m, 0, sizeof m);
+    m.uid = mb.uidnext++;
+    m.flags = store_flags_from_maildir(o->info.flags);
+    m.modseq = ++mb.highestmodseq;
+    m.internaldate = o->mtime_ms;
+    m.size = o->info.has_vsize ? o->info.vsize : len;
+    m.msgid = id;
+    m.subdir = o->subdir;
+    snprintf(m.file, sizeof m.file, "%s", o->name);
+    m.mime = blob;
+    m.mime_len = blob_len;
+    mb.messages++;
+    mb.unseen += !(m.flags & STORE_FLAG_SEEN);
+    mb.bytes += m.size;
+    uint8_t uidb[4];
+    be32(uidb, m.uid);
+    dval = (MDB_val){ 4, uidb };
+    char *dir = NULL;
+    (void)mailbox_name_to_dir(name, &dir, &error);
+    char *rel = mx_asprintf("%s%s%s/%s", dir ? dir : "", dir && *dir ? "/" : "",
+                            m.subdir == MAILDIR_CUR ? "cur" : "new", m.file);
+    free(dir);
+    struct sbuf r = { 0 };
+    oplog_head(&r, STORE_OP_APPEND, user, name, &mb);
+    sb_u32(&r, m.uid);
+    sb_str(&r, rel);
+    free(rel);
+    sb_u32(&r, m.flags);
+    sb_str(&r, m.keywords);
+    sb_u64(&r, m.modseq);
+    sb_u64(&r, m.internaldate);
+    sb_u64(&r, m.size);
+    sb_put(&r, m.msgid.bytes, MX_MSGID_SIZE);
+    int bad = message_put(b, mb.id, &m) || (has_id && mdb_put(b->op, b->st->dedup, &dkey, &dval, 0)) ||
+              mailbox_put(b, user, name, &mb) || oplog_put(b, &r);
+    free(blob);
+    if (bad) {
+        free(r.data);
+        return op_fail(b, &res, MX_STATUS_TEMPFAIL, "");
+    }
+    mx_log(MX_LOG_NOTICE, "store.orphan_indexed", MX_KV("user", user), MX_KV("mailbox", name),
+           MX_KV("file", o->name), MX_KVU("uid", m.uid));
+    stats->orphans_indexed++;
+    return op_end(b, true, &res);
+}
+
+/* recover_missing - tombstone a known message whose file is gone. */
+static int recover_missing(struct store_batch *b, const char *user, const char *name, uint32_t uid,
+                           struct store_recover_stats *stats)
+{
+    struct store_result res;
+    if (op_begin(b, &res) < 0)
+        return -1;
+    struct store_mailbox mb;
+    struct store_message m;
+    if (store_mailbox_get(b->st, b->op, user, name, &mb) != 0 ||
+        store_message_get(b->st, b->op, mb.id, uid, &m) != 0)
+        return op_fail(b, &res, MX_STATUS_TEMPFAIL, "");
+    mx_log(MX_LOG_ERR, "store.file_missing", MX_KV("user", user), MX_KV("mailbox", name),
+           MX_KVU("uid", uid), MX_KV("file", m.file));
+    if (tombstone_locked(b, user, name, &mb, &m) < 0 || mailbox_put(b, user, name, &mb))
+        return op_fail(b, &res, MX_STATUS_TEMPFAIL, "");
+    stats->missing_expunged++;
+    return op_end(b, true, &res);
+}
+
+struct mbox_ref {
+    char *user, *name;
+    uint64_t id;
+};
+
+int store_recover(struct store *st, struct store_recover_stats *stats_r, char **error_r)
+{
+    return store_recover_user(st, NULL, stats_r, error_r);
+}
+
+/* recover_adopt_folders - folders on disk the index does not know (a
+ * create whose commit was lost, or a reindex after the index lost them)
+ * are indexed with a new UIDVALIDITY; their files then become orphans. */
+static void recover_adopt_folders(struct store_batch *b, const char *user, bool create,
+                                  struct mbox_ref **mbs, size_t *n,
+                                  struct store_recover_stats *stats)
+{
+    int err;
+    const char *error;
+    struct batch_folder *root = batch_folder_get(b, user, MAILBOX_NAME_INBOX, create, &err, &error);
+    struct maildir_folder_list fl;
+    if (root == NULL || maildir_folder_list(root->md, &fl, &error) < 0)
+        return;
+    for (size_t i = 0; i < fl.count; i++) {
+        bool known = false;
+        for (size_t j = 0; j < *n && !known; j++)
+            known = strcmp((*mbs)[j].user, user) == 0 && strcmp((*mbs)[j].name, fl.entries[i].name) == 0;
+        if (known)
+            continue;
+        struct store_result res;
+        struct store_mailbox mb;
+        if (op_begin(b, &res) < 0)
+            break;
+        if (mailbox_new_locked(b, user, fl.entries[i].name, NULL, &mb) < 0 || op_end(b, true, &res) < 0) {
+            if (b->op)
+                op_end(b, false, &res);
+            continue;
+        }
+        mx_log(MX_LOG_NOTICE, "store.folder_adopted", MX_KV("user", user),
+               MX_KV("mailbox", fl.entries[i].name), MX_KVU("uidvalidity", mb.uidvalidity));
+        *mbs = mx_reallocarray(*mbs, *n + 1, sizeof **mbs);
+        (*mbs)[(*n)++] = (struct mbox_ref){ mx_strdup(user), mx_strdup(fl.entries[i].name), mb.id };
+        stats->mailboxes_adopted++;
+    }
+    maildir_folder_list_free(&fl);
+}
+
+int store_recover_user(struct store *st, const char *only, struct store_recover_stats *stats_r,
+                       char **error_r)
+{
+    memset(stats_r, 0, sizeof *stats_r);
+    *error_r = NULL;
+    if (only) {
+        char *dir;
+        const char *error;
+        if (store_user_dir(st, only, &dir, &error) < 0) {
+            *error_r = mx_asprintf("%s: %s", only, error);
+            return -1;
+        }
+        free(dir);
+    }
+    struct store_batch *b;
+    if (store_batch_begin(st, &b, error_r) < 0)
+        return -1;
+    struct mbox_ref *mbs = NULL;
+    size_t n = 0;
+    MDB_cursor *c;
+    MDB_val k, v;
+    if (mdb_cursor_open(b->txn, st->mailboxes, &c) == 0) {
+        for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            const char *p = k.mv_data;
+            size_t ul = strnlen(p, k.mv_size);
+            struct store_mailbox mb;
+            if (ul == k.mv_size || mailbox_decode(v.mv_data, v.mv_size, &mb) < 0 ||
+                (only && (strlen(only) != ul || memcmp(only, p, ul) != 0)))
+                continue;
+            mbs = mx_reallocarray(mbs, n + 1, sizeof *mbs);
+            mbs[n++] = (struct mbox_ref){ mx_strndup(p, ul), mx_strndup(p + ul + 1, k.mv_size - ul - 1), mb.id };
+        }
+        mdb_cursor_close(c);
+    }
+    size_t n_known = n;
+    for (size_t i = 0; i < n_known; i++) {
+        bool first = true;
+        for (size_t j = 0; j < i && first; j++)
+            first = strcmp(mbs[j].user, mbs[i].user) != 0;
+        if (first) {
+            char *user = mx_strdup(mbs[i].user);
+            recover_adopt_folders(b, user, false, &mbs, &n, stats_r);
+            free(user);
+        }
+    }
+    if (only && n_known == 0)
+        recover_adopt_folders(b, only, false, &mbs, &n, stats_r);
+    int ret = 0;
+    for (size_t i = 0; i < n && ret == 0; i++) {
+        stats_r->mailboxes++;
+        int err;
+        const char *error;
+        struct batch_folder *f = batch_folder_get(b, mbs[i].user, mbs[i].name, true, &err, &error);
+        if (f == NULL) {
+            mx_log(MX_LOG_ERR, "store.recover_folder_failed", MX_KV("user", mbs[i].user),
+                   MX_KV("mailbox", mbs[i].name), MX_KV("error", error));
+            continue;
+        }
+        struct known_set ks = { NULL, 0 };
+        (void)store_message_foreach(st, b->txn, mbs[i].id, collect_known, &ks);
+        if (ks.n)
+            qsort(ks.v, ks.n, sizeof *ks.v, cmp_known);
+        struct scan_ctx sc = { &ks, NULL, 0, f, stats_r };
+        if (maildir_scan(f->folder, MAILDIR_SCAN_STAT, recover_scan_fn, &sc, NULL, &error) < 0) {
+            *error_r = mx_asprintf("store: scan %s of %s: %s", mbs[i].name, mbs[i].user, error);
+            ret = -1;
+        }
+        if (sc.n_orphans)
+            qsort(sc.orphans, sc.n_orphans, sizeof *sc.orphans, cmp_orphan);
+        for (size_t j = 0; j < ks.n && ret == 0; j++)
+            if (!ks.v[j].expunged && !ks.v[j].seen &&
+                recover_missing(b, mbs[i].user, mbs[i].name, ks.v[j].uid, stats_r) < 0)
+                ret = -1;
+        for (size_t j = 0; j < sc.n_orphans && ret == 0; j++)
+            if (recover_adopt(b, mbs[i].user, mbs[i].name, f, &sc.orphans[j], stats_r) < 0)
+                ret = -1;
+        if (sc.n_orphans)
+            f->dirty = true;
+        free(sc.orphans);
+        free(ks.v);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(mbs[i].user);
+        free(mbs[i].name);
+    }
+    free(mbs);
+    if (ret < 0) {
+        if (*error_r == NULL)
+            *error_r = mx_strdup("store: recovery failed (see log)");
+        store_batch_abort(&b);
+        return -1;
+    }
+    return store_batch_commit(&b, error_r);
+}
