@@ -108,6 +108,7 @@ static const char *mx_config_type_name(enum mx_option_type type)
     case MX_OPT_SIZE: return "a size (bytes, or \"20M\")";
     case MX_OPT_DURATION: return "a duration (ms, or \"500ms\", \"30s\", \"5m\", \"1h\")";
     case MX_OPT_GROUP: return "a group { ... }";
+    case MX_OPT_FOREIGN: return "another role's group { ... }";
     case MX_OPT_GROUP_LIST: return "a list of groups ( { ... }, { ... } )";
     }
     return "?";
@@ -115,12 +116,19 @@ static const char *mx_config_type_name(enum mx_option_type type)
 
 /* ---- option lookup ---------------------------------------------------- */
 
+/* mx_config_find_option - the option declared for generic_path; a role's
+ * own declaration wins over the FOREIGN placeholder of the common table. */
 static long mx_config_find_option(const struct mx_config *cfg, const char *generic_path)
 {
-    for (size_t i = 0; i < cfg->n_options; i++)
-        if (strcmp(cfg->options[i]->path, generic_path) == 0)
+    long foreign = -1;
+    for (size_t i = 0; i < cfg->n_options; i++) {
+        if (strcmp(cfg->options[i]->path, generic_path) != 0)
+            continue;
+        if (cfg->options[i]->type != MX_OPT_FOREIGN)
             return (long)i;
-    return -1;
+        foreign = (long)i;
+    }
+    return foreign;
 }
 
 /* ---- validation ------------------------------------------------------- */
@@ -193,6 +201,7 @@ static const char *mx_config_check_value(const config_setting_t *s, const struct
         }
         return NULL;
     case MX_OPT_GROUP:
+    case MX_OPT_FOREIGN:
         return stype == CONFIG_TYPE_GROUP ? NULL : "expected a group { ... }";
     case MX_OPT_GROUP_LIST:
         if (stype != CONFIG_TYPE_LIST)
@@ -283,7 +292,8 @@ static void mx_config_build_defaults(struct mx_config *cfg, struct mx_config_err
     char *text = mx_strdup("");
     for (size_t i = 0; i < cfg->n_options; i++) {
         const struct mx_option *o = cfg->options[i];
-        if (o->default_value == NULL || o->type == MX_OPT_GROUP || o->type == MX_OPT_GROUP_LIST)
+        if (o->default_value == NULL || o->type == MX_OPT_GROUP || o->type == MX_OPT_GROUP_LIST ||
+            o->type == MX_OPT_FOREIGN)
             continue;
         char *more = mx_asprintf("%so%zu = %s;\n", text, i, o->default_value);
         free(text);
@@ -583,6 +593,8 @@ int mx_config_check_sample(const char *path, const struct mx_option *const *tabl
     struct mx_config_errors errs = { 0 };
     for (size_t i = 0; i < cfg->n_options; i++) {
         const struct mx_option *o = cfg->options[i];
+        if (o->type == MX_OPT_FOREIGN)
+            continue;
         if (!mx_config_sample_set(config_root_setting(&cfg->file), o->path))
             mx_config_error_add(&errs, "%s: does not set %s (%s)", path, o->path, o->doc);
         else if (text == NULL || strstr(text, o->doc) == NULL)

@@ -30,6 +30,8 @@ enum mx_option_type {
     MX_OPT_DURATION,    /* milliseconds: 1500, or "1500ms", "2s", "5m", "1h" */
     MX_OPT_GROUP,       /* a group { ... } whose members are other options */
     MX_OPT_GROUP_LIST,  /* a list of groups ( { ... }, { ... } ); members are "path.*.name" */
+    MX_OPT_FOREIGN,     /* another role's top-level group: this daemon skips its contents
+                         * (each role validates its own group; all share one file) */
 };
 
 struct mx_option {

@@ -75,5 +75,14 @@ const struct mx_option mx_common_options[] = {
       "sends of one request before the caller is told it timed out" },
     { "bus.mon_endpoint", MX_OPT_STRING, "\"\"", 0, 0, NULL,
       "mx-mon's event endpoint (e.g. tcp://10.0.0.5:7700); empty = do not publish events" },
+
+    /* Every role reads the same file; each validates only its own group. */
+    { "inbound", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-inbound's settings" },
+    { "filter", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-filter's settings" },
+    { "delivery", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-delivery's settings" },
+    { "store", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-store's settings" },
+    { "imap", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-imapd's settings" },
+    { "ha", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-ha's settings" },
+    { "mon", MX_OPT_FOREIGN, NULL, 0, 0, NULL, "mx-mon's settings" },
     { NULL, 0, NULL, 0, 0, NULL, NULL },
 };

@@ -147,6 +147,18 @@ static void test_errors_name_line_and_setting(void **state)
         load_error(rows[i].text, rows[i].want);
 }
 
+/* Another role's group in the shared file is left to that role; a group
+ * this daemon owns is still checked member by member. */
+static void test_foreign_groups_skipped(void **state)
+{
+    (void)state;
+    struct mx_config *cfg = load_ok("store = { root = \"/x\"; anything = 1; };\n"
+                                    "delivery = { listen = 5; };\n");
+    mx_config_free(&cfg);
+    load_error("inbound = { nothing_like_this = 1; };", "inbound.nothing_like_this: unknown setting");
+    load_error("store = 5;", "store: expected a group");
+}
+
 static void test_several_errors_reported_together(void **state)
 {
     (void)state;
@@ -278,6 +290,7 @@ int main(void)
         cmocka_unit_test(test_defaults_when_empty),
         cmocka_unit_test(test_values_and_lists),
         cmocka_unit_test(test_errors_name_line_and_setting),
+        cmocka_unit_test(test_foreign_groups_skipped),
         cmocka_unit_test(test_several_errors_reported_together),
         cmocka_unit_test(test_file_errors_and_include),
         cmocka_unit_test(test_size_and_duration_parsers),
