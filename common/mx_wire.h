@@ -160,8 +160,10 @@
       "F_USER, F_MAILBOX, F_UIDVALIDITY, F_MODSEQ (QRESYNC/CONDSTORE); reply "    \
       "MSG_STORE_ANY_FETCH_RESULT of changed messages + F_VANISHED_SET")         \
     X(MSG_ANY_STORE_MESSAGE_SEARCH,       322, "imap -> store",                   \
-      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_SEARCH (the IMAP search key text, "    \
-      "charset UTF-8): the store searches where the data is; reply "            \
+      "RESERVED, not served yet (PERMFAIL). Search today: mx-imapd evaluates "   \
+      "the keys itself over what the store streams (FETCH metadata, BODY "       \
+      "sections); this message is the planned store-side fast path: F_USER, "    \
+      "F_MAILBOX, F_UIDVALIDITY, F_SEARCH (IMAP search key text, UTF-8); reply " \
       "MSG_STORE_ANY_UIDS_RESULT (F_UID_SET of matches)")                        \
     X(MSG_STORE_ANY_MAILBOX_CHANGED,      330, "store -> imap (PUB)",             \
       "topic = user; F_USER, F_MAILBOX, F_MODSEQ, F_CHANGE (bits: new mail, "     \
