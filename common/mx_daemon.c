@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <grp.h>
+#include <openssl/crypto.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -117,6 +118,25 @@ int mx_daemon_ldap_config(const struct mx_config *config, struct mx_ldap_config 
     cfg_r->cache_max_entries = (size_t)mx_config_int(&root, "ldap.cache_max_entries");
     *uris_r = uris;
     return 0;
+}
+
+struct mx_ldap *mx_daemon_ldap_new(struct event_base *base, const struct mx_config *config,
+                                   char **error_r)
+{
+    struct mx_ldap_config lc;
+    char *uris = NULL, *password = NULL;
+    if (mx_daemon_ldap_config(config, &lc, &uris, &password, error_r) < 0)
+        return NULL;
+    const char *ldap_error = NULL;
+    struct mx_ldap *ldap = mx_ldap_new(base, &lc, &ldap_error);
+    if (password) {
+        OPENSSL_cleanse(password, strlen(password));
+        free(password);
+    }
+    free(uris);
+    if (ldap == NULL)
+        *error_r = mx_asprintf("ldap: %s", ldap_error);
+    return ldap;
 }
 
 static void mx_daemon_on_signal(evutil_socket_t sig, short what, void *arg)

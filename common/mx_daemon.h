@@ -22,6 +22,11 @@ struct mx_config *mx_daemon_load_config(int argc, char **argv, const char *role,
 int mx_daemon_ldap_config(const struct mx_config *config, struct mx_ldap_config *cfg_r,
                           char **uris_r, char **password_r, char **error_r);
 
+/* mx_daemon_ldap_new - the LDAP client of the "ldap" group, the service
+ * password read and wiped again. NULL with error_r (heap) on failure. */
+struct mx_ldap *mx_daemon_ldap_new(struct event_base *base, const struct mx_config *config,
+                                   char **error_r);
+
 /* mx_daemon_on_signals - SIGTERM and SIGINT end the loop (event_base_loopexit
  * after the current callbacks); SIGPIPE is ignored. */
 void mx_daemon_on_signals(struct event_base *base);

@@ -45,21 +45,9 @@ static int delivery_setup(struct delivery_server *server, char **error_r)
     server->warn_percent[1] = (unsigned)mx_config_int(&root, "delivery.quota_warning_high");
     server->default_shard = mx_config_string(&root, "delivery.default_shard");
 
-    struct mx_ldap_config lc;
-    char *uris = NULL, *password = NULL;
-    if (mx_daemon_ldap_config(server->config, &lc, &uris, &password, error_r) < 0)
+    server->ldap = mx_daemon_ldap_new(server->base, server->config, error_r);
+    if (server->ldap == NULL)
         return -1;
-    const char *ldap_error = NULL;
-    server->ldap = mx_ldap_new(server->base, &lc, &ldap_error);
-    if (password) {
-        OPENSSL_cleanse(password, strlen(password));
-        free(password);
-    }
-    free(uris);
-    if (server->ldap == NULL) {
-        *error_r = mx_asprintf("ldap: %s", ldap_error);
-        return -1;
-    }
 
     const char *state = mx_config_string(&root, "delivery.state_dir");
     char *dir = state && *state ? mx_strdup(state)

@@ -108,22 +108,9 @@ static int inbound_server_setup(struct inbound_server *server, char **error_r)
         free(tls_error);
     }
 
-    /* LDAP */
-    struct mx_ldap_config lc;
-    char *uris = NULL, *password = NULL;
-    if (mx_daemon_ldap_config(server->config, &lc, &uris, &password, error_r) < 0)
+    server->ldap = mx_daemon_ldap_new(server->base, server->config, error_r);
+    if (server->ldap == NULL)
         return -1;
-    const char *ldap_error = NULL;
-    server->ldap = mx_ldap_new(server->base, &lc, &ldap_error);
-    if (password) {
-        OPENSSL_cleanse(password, strlen(password));
-        free(password);
-    }
-    free(uris);
-    if (server->ldap == NULL) {
-        *error_r = mx_asprintf("ldap: %s", ldap_error);
-        return -1;
-    }
 
     /* Spool */
     const char *spool_dir = mx_config_string(&root, "inbound.spool_dir");

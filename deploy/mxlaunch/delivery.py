@@ -72,10 +72,7 @@ delivery = {
 
     def kill(self):
         if self.proc:
-            import signal
-            self.proc.signal(signal.SIGKILL)
-            procs.wait_until(lambda: not self.proc.running, timeout=5, what="mx-delivery to die")
-            self.proc.stop()
+            self.proc.kill()
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:

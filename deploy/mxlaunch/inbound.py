@@ -267,9 +267,7 @@ inbound = {
     def kill(self):
         """kill - SIGKILL, as a crash would."""
         if self.proc:
-            self.proc.signal(signal.SIGKILL)
-            procs.wait_until(lambda: not self.proc.running, timeout=5, what="mx-inbound to die")
-            self.proc.stop()
+            self.proc.kill()
 
     @property
     def running(self):

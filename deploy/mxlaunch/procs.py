@@ -189,6 +189,13 @@ class ManagedProcess:
                "; last probe error: %s" % last if last else "",
                " ".join(self.argv), self.log_path, self.log_tail()))
 
+    def kill(self):
+        """kill - SIGKILL the group, as a crash would, and wait until the
+        leader is gone (then reap what is left)."""
+        self.signal(signal.SIGKILL)
+        wait_until(lambda: not self.running, timeout=5, what="%s to die" % self.name)
+        self.stop(grace=0)
+
     def stop(self, grace=DEFAULT_GRACE):
         """stop - SIGTERM the group, SIGKILL it after GRACE seconds.
 

@@ -104,9 +104,7 @@ store = {
     def kill(self):
         """kill -9, then wait until it is gone."""
         if self.proc:
-            self.proc.signal(signal.SIGKILL)
-            procs.wait_until(lambda: not self.proc.running, timeout=5, what="mx-store to die")
-            self.proc.stop()
+            self.proc.kill()
 
     def cli_argv(self, request, fields, timeout_ms=10000):
         argv = [self.cli, "-t", str(timeout_ms), self.endpoint, request]

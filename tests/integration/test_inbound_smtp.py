@@ -476,12 +476,17 @@ class ConnectionLimitsTest(InboundTestCase):
 
     inbound_kwargs = {"instance_overrides": {"mta": {"max_connections_per_ip": "3",
                                                      "max_connection_rate": "12",
-                                                     "idle_timeout": '"1s"'}}}
+                                                     "idle_timeout": '"3s"'}}}
 
     def test_limits(self):
         # one method: the rate limit counts every connection of the class
         conns = [self.raw() for _ in range(3)]
         try:
+            # Keep all three busy right before the fourth connects, so a
+            # slow machine cannot let one of them idle out in between.
+            for c in conns:
+                c.send("NOOP\r\n")
+                self.assertEqual(c.reply().code, 250)
             with RawSMTP(self.mx.port("mta"), read_greeting=False) as c:
                 reply = c.reply()
                 self.assertEqual((reply.code, reply.enhanced), (421, "4.7.0"), reply)
@@ -490,11 +495,11 @@ class ConnectionLimitsTest(InboundTestCase):
             time.sleep(0.2)
             with self.raw() as c:  # a slot is free again
                 self.assertEqual(c.greeting.code, 220)
-                # idle timeout: nothing sent for 1s
+                # idle timeout: nothing sent for 3s
                 started = time.monotonic()
                 reply = c.reply()
                 self.assertEqual((reply.code, reply.enhanced), (421, "4.4.2"), reply)
-                self.assertLess(time.monotonic() - started, 5)
+                self.assertLess(time.monotonic() - started, 10)
                 self.assertTrue(c.is_closed())
         finally:
             for c in conns:
