@@ -88,6 +88,13 @@ struct inbound_server {
 
     struct mx_bus *bus;
     struct mx_client *filter; /* NULL = no filter configured */
+    /* Store shards asked for quota at RCPT (may be none). */
+    struct inbound_shard {
+        char *name;
+        struct mx_client *client;
+    } *shards;
+    size_t n_shards;
+    const char *default_shard;
     bool filter_fail_open;
 
     struct mx_spool *spool;

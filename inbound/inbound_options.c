@@ -45,6 +45,17 @@ const struct mx_option inbound_options[] = {
     { "inbound.filter.fail_open", MX_OPT_BOOL, "false", 0, 0, NULL,
       "accept mail unfiltered when no filter answers (default: 451, mail is retried)" },
 
+    { "inbound.quota_timeout", MX_OPT_DURATION, "\"1s\"", 50, 60000, NULL,
+      "how long RCPT waits for the store's quota answer before accepting (delivery decides then)" },
+    { "inbound.shards", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,
+      "store shards asked at RCPT whether a mailbox is full (552 5.2.2); none = not asked" },
+    { "inbound.shards.*.name", MX_OPT_STRING, "\"shard1\"", 0, 0, NULL,
+      "shard name, as in mxStoreShard" },
+    { "inbound.shards.*.endpoints", MX_OPT_STRING_LIST, "[ \"tcp://127.0.0.1:7301\" ]", 0, 0,
+      NULL, "mx-store instances serving the shard" },
+    { "inbound.default_shard", MX_OPT_STRING, "\"shard1\"", 0, 0, NULL,
+      "store shard of accounts without mxStoreShard" },
+
     { "inbound.instances", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,
       "SMTP instances: each with its own listeners, policy and limits" },
     { "inbound.instances.*.name", MX_OPT_STRING, "\"mta\"", 0, 0, NULL,

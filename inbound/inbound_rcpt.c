@@ -8,8 +8,10 @@
  *   account disabled                                 550 5.2.1 Mailbox temporarily disabled
  *   account deleted (pending purge)                  550 5.1.1 User unknown
  *   directory unreachable / slow / ambiguous answer  451 4.3.0 (our failure: never 5xx)
- * Over-quota (552 5.2.2) is the store's answer; it is asked once mx-store
- * exists (issue 4). */
+ *   account over its quota (mxQuotaBytes)           552 5.2.2 Mailbox full
+ * The quota is the store's answer (MSG_ANY_STORE_QUOTA_GET to the account's
+ * shard, inbound.shards); when the store does not answer in quota_timeout,
+ * the recipient is accepted and delivery decides. */
 #include "inbound_rcpt.h"
 
 #include <stdlib.h>
@@ -20,6 +22,10 @@
 struct inbound_rcpt_check {
     struct inbound_server *server;
     struct mx_ldap_op *op;
+    struct mx_client *quota_client; /* set while a quota question is out */
+    uint64_t quota_request;
+    uint64_t quota_limit;
+    uint64_t declared_size;
     struct mx_address rcpt;
     bool relay_allowed;
     inbound_rcpt_done_fn *done;
@@ -53,6 +59,51 @@ char *inbound_filter_expand(const char *template, const char *value)
         mx_log(MX_LOG_ERR, "ldap.bad_filter_template", MX_KV("template", template),
                MX_KV("error", error));
     return filter;
+}
+
+static void rcpt_on_quota(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply)
+{
+    struct inbound_rcpt_check *check = ctx;
+    static const struct smtp_reply_err full = { 552, "5.2.2", "Mailbox full" };
+    check->quota_client = NULL;
+    uint32_t status = MX_STATUS_TEMPFAIL;
+    uint64_t used = 0;
+    if (result == MX_BUS_REPLY && mx_frame_get_u32(reply, F_STATUS, &status) == 0 &&
+        status == MX_STATUS_OK && mx_frame_get_u64(reply, F_QUOTA_USED, &used) == 0 &&
+        (used >= check->quota_limit || check->declared_size > check->quota_limit - used)) {
+        rcpt_finish(check, &full, "mailbox full");
+        return;
+    }
+    if (result != MX_BUS_REPLY || status != MX_STATUS_OK)
+        mx_log(MX_LOG_INFO, "rcpt.quota_unknown", MX_KV("sid", check->sid),
+               MX_KV("rcpt", check->rcpt.addr), MX_KV("effect", "accepted; delivery decides"));
+    rcpt_finish(check, NULL, "account");
+}
+
+/* rcpt_ask_quota - ask the account's shard how full the mailbox is;
+ * false when no shard is configured for it (then it is not asked). */
+static bool rcpt_ask_quota(struct inbound_rcpt_check *check, const char *mail, const char *shard,
+                           uint64_t limit)
+{
+    struct inbound_server *server = check->server;
+    const char *want = shard ? shard : server->default_shard;
+    struct mx_client *client = NULL;
+    for (size_t i = 0; i < server->n_shards && client == NULL; i++)
+        if (strcmp(server->shards[i].name, want) == 0)
+            client = server->shards[i].client;
+    if (client == NULL)
+        return false;
+    struct mx_frame frame;
+    mx_frame_init(&frame, MSG_ANY_STORE_QUOTA_GET, 0, NULL);
+    mx_frame_put_str(&frame, F_USER, mail);
+    const char *error = NULL;
+    check->quota_limit = limit;
+    bool sent = mx_client_request(client, &frame, rcpt_on_quota, check, &check->quota_request,
+                                  &error) == 0;
+    mx_frame_free(&frame);
+    if (sent)
+        check->quota_client = client;
+    return sent;
 }
 
 static void rcpt_on_address(const struct mx_ldap_result *result, void *ctx)
@@ -101,6 +152,13 @@ static void rcpt_on_address(const struct mx_ldap_result *result, void *ctx)
         rcpt_finish(check, &rcpt_tempfail, "unknown account status");
         return;
     }
+    /* An active account with a quota: is the mailbox full? */
+    const char *limit = mx_ldap_entry_get_first(&result->entries[0], "mxQuotaBytes");
+    const char *mail = mx_ldap_entry_get_first(&result->entries[0], "mail");
+    if (status && limit && mail && strtoull(limit, NULL, 10) > 0 &&
+        rcpt_ask_quota(check, mail, mx_ldap_entry_get_first(&result->entries[0], "mxStoreShard"),
+                       strtoull(limit, NULL, 10)))
+        return;
     /* An active account, an alias entry or a list: delivery expands it. */
     rcpt_finish(check, NULL, status ? "account" : "alias or list");
 }
@@ -112,7 +170,8 @@ static void rcpt_lookup_address(struct inbound_rcpt_check *check)
         rcpt_finish(check, &rcpt_tempfail, "bad recipient_filter");
         return;
     }
-    static const char *const attrs[] = { "mxAccountStatus", "objectClass", NULL };
+    static const char *const attrs[] = { "mxAccountStatus", "objectClass", "mail", "mxQuotaBytes",
+                                         "mxStoreShard", NULL };
     struct mx_ldap_query query = {
         .scope = MX_LDAP_SCOPE_SUB, .filter = filter, .attrs = attrs, .size_limit = 2,
         .use_cache = true,
@@ -144,7 +203,8 @@ static void rcpt_on_domain(const struct mx_ldap_result *result, void *ctx)
 }
 
 int inbound_rcpt_check_start(struct inbound_server *server, const struct mx_address *rcpt,
-                             bool relay_allowed, const char *sid, inbound_rcpt_done_fn *done,
+                             bool relay_allowed, uint64_t declared_size, const char *sid,
+                             inbound_rcpt_done_fn *done,
                              void *ctx, struct inbound_rcpt_check **check_r,
                              struct smtp_reply_err *reply_r)
 {
@@ -170,6 +230,7 @@ int inbound_rcpt_check_start(struct inbound_server *server, const struct mx_addr
     check->server = server;
     check->rcpt = *rcpt;
     check->relay_allowed = relay_allowed;
+    check->declared_size = declared_size;
     check->done = done;
     check->ctx = ctx;
     check->sid = sid;
@@ -200,6 +261,8 @@ void inbound_rcpt_check_cancel(struct inbound_rcpt_check **checkp)
     if (check == NULL)
         return;
     mx_ldap_op_cancel(&check->op);
+    if (check->quota_client)
+        mx_client_cancel(check->quota_client, check->quota_request);
     free(check);
     *checkp = NULL;
 }

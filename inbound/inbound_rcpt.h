@@ -16,9 +16,12 @@ typedef void inbound_rcpt_done_fn(void *ctx, const struct smtp_reply_err *reply,
  * postmaster, or an authenticated user's mail to an address literal), 1
  * (refused at once: *reply_r), or -1 (asked LDAP: done runs later unless
  * *check_r is cancelled). relay_allowed: the client may send to domains
- * that are not ours (authenticated msa session). sid must outlive the check. */
+ * that are not ours (authenticated msa session). declared_size: MAIL's SIZE=
+ * (0 if none): a mailbox that cannot take that much more is full (552).
+ * sid must outlive the check. */
 int inbound_rcpt_check_start(struct inbound_server *server, const struct mx_address *rcpt,
-                             bool relay_allowed, const char *sid, inbound_rcpt_done_fn *done,
+                             bool relay_allowed, uint64_t declared_size, const char *sid,
+                             inbound_rcpt_done_fn *done,
                              void *ctx, struct inbound_rcpt_check **check_r,
                              struct smtp_reply_err *reply_r);
 void inbound_rcpt_check_cancel(struct inbound_rcpt_check **check);

@@ -800,7 +800,8 @@ static void session_cmd_rcpt(struct inbound_session *s, const struct smtp_cmd *c
     s->pending_params = cmd->rcpt;
     struct smtp_reply_err reply;
     bool relay_allowed = s->authenticated && s->instance->mode == INBOUND_MODE_MSA;
-    switch (inbound_rcpt_check_start(s->server, &cmd->addr, relay_allowed, s->sid, session_on_rcpt,
+    switch (inbound_rcpt_check_start(s->server, &cmd->addr, relay_allowed,
+                                     s->mail.has_size ? s->mail.size : 0, s->sid, session_on_rcpt,
                                      s, &s->rcpt_check, &reply)) {
     case 0:
         session_rcpt_accepted(s);

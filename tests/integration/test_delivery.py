@@ -44,7 +44,10 @@ class DeliveryBase(unittest.TestCase):
         cls.shard2 = Store(log_level="info")
         cls.delivery = Delivery(cls.ldap, {"shard1": [cls.shard1.endpoint],
                                            "shard2": [cls.shard2.endpoint]}, log_level="info")
-        cls.mx = Inbound(cls.ldap, cls.delivery.endpoint, log_level="info")
+        shards = '( { name = "shard1"; endpoints = [ "%s" ]; }, { name = "shard2"; endpoints = [ "%s" ]; } )' % (
+            cls.shard1.endpoint, cls.shard2.endpoint)
+        cls.mx = Inbound(cls.ldap, cls.delivery.endpoint, log_level="info",
+                         inbound_overrides={"shards": shards})
 
     @classmethod
     def tearDownClass(cls):
@@ -63,7 +66,7 @@ class DeliveryBase(unittest.TestCase):
         return reply.get("messages")
 
     def send(self, rcpts, subject, sender="someone@remote.test", body=b"hello\r\n", port="mta",
-             login=None):
+             login=None, declare_size=True):
         msg = (b"From: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@remote.test>\r\n\r\n"
                % (sender.encode(), subject.encode(), subject.encode())) + body
         if login:
@@ -72,7 +75,17 @@ class DeliveryBase(unittest.TestCase):
             s.login(*login)
         else:
             s = smtplib.SMTP("127.0.0.1", self.mx.port(port), timeout=TIMEOUT)
-        refused = s.sendmail(sender, rcpts, msg)
+        if declare_size:
+            refused = s.sendmail(sender, rcpts, msg)
+        else:  # no SIZE=: nothing for inbound's RCPT-time quota check to go on
+            s.ehlo_or_helo_if_needed()
+            self.assertEqual(s.mail(sender)[0], 250)
+            refused = {}
+            for r in rcpts:
+                reply = s.rcpt(r)
+                if reply[0] != 250:
+                    refused[r] = reply
+            self.assertEqual(s.data(msg)[0], 250)
         s.quit()
         self.assertEqual(refused, {})
 
@@ -188,7 +201,7 @@ class TestQuota(DeliveryBase):
         self.assertEqual(len(warnings), 2)
         files_before = self.count(user)
         failures_before = len(self.delivery.entries("failures"))
-        self.send([user], "over", body=body)     # would exceed 100 %
+        self.send([user], "over", body=body, declare_size=False)  # would exceed 100 %
         self.wait_spool_empty()
         wait_until(lambda: len(self.delivery.entries("failures")) == failures_before + 1,
                    timeout=TIMEOUT, what="the over-quota failure record")
@@ -198,6 +211,20 @@ class TestQuota(DeliveryBase):
         record = [self.delivery.read_entry("failures", n)
                   for n in self.delivery.entries("failures")]
         self.assertTrue(any(b"5.2.2" in r and b"Subject: over" in r for r in record))
+        # At RCPT inbound asks the store: a message declared (SIZE=) larger
+        # than what is left is refused at once, a small one still accepted.
+        used = self.shard2.request("quota_get", user=user).get("quota_used")
+        left = 1024 * 1024 - used
+        s = smtplib.SMTP("127.0.0.1", self.mx.port("mta"), timeout=TIMEOUT)
+        s.ehlo("client.test")
+        s.mail("someone@remote.test", ["SIZE=%d" % (left + 1)])
+        code, text = s.rcpt(user)
+        self.assertEqual((code, text[:5]), (552, b"5.2.2"), text)
+        s.rset()
+        s.mail("someone@remote.test", ["SIZE=%d" % max(left - 1024, 1)])
+        self.assertEqual(s.rcpt(user)[0], 250)
+        s.quit()
+        self.assertIn("rcpt=frank@example.test reason=\"mailbox full\"", self.mx.log())
 
 
 class TestCrashes(DeliveryBase):

@@ -479,8 +479,13 @@ class ConnectionLimitsTest(InboundTestCase):
                                                      "idle_timeout": '"3s"'}}}
 
     def test_limits(self):
-        # one method: the rate limit counts every connection of the class
+        # one method: the rate limit counts every connection of the class.
+        # mxlaunch's readiness probes are sessions too: wait until they ended.
+        wait_until(lambda: self.mx.log().count("event=smtp.connect ") ==
+                   self.mx.log().count("event=smtp.disconnect "), 5, "probe sessions to end")
         conns = [self.raw() for _ in range(3)]
+        for c in conns:
+            self.assertEqual(c.greeting.code, 220)
         try:
             # Keep all three busy right before the fourth connects, so a
             # slow machine cannot let one of them idle out in between.
