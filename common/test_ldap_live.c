@@ -23,6 +23,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -796,6 +798,40 @@ static void test_unreachable_syn_blackhole(void **state)
 /* ================================================================== */
 /* d) hanging directory */
 
+/* wait_stopped - kill(SIGSTOP) returns before the target has stopped: a
+ * thread of slapd could still answer one more request. Wait until every
+ * thread of pid shows state T in /proc. */
+static void wait_stopped(pid_t pid)
+{
+    for (int tries = 0; tries < 500; tries++) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+        DIR *d = opendir(path);
+        assert_non_null(d);
+        bool all = true;
+        struct dirent *de;
+        while (all && (de = readdir(d)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            char stat_path[sizeof path + 300], buf[512] = "";
+            snprintf(stat_path, sizeof stat_path, "%s/%s/stat", path, de->d_name);
+            FILE *fp = fopen(stat_path, "r");
+            if (fp == NULL)
+                continue;
+            size_t n = fread(buf, 1, sizeof buf - 1, fp);
+            fclose(fp);
+            buf[n] = '\0';
+            const char *close_paren = strrchr(buf, ')');
+            all = close_paren && close_paren[1] == ' ' && close_paren[2] == 'T';
+        }
+        closedir(d);
+        if (all)
+            return;
+        usleep(2000);
+    }
+    fail_msg("slapd %d did not stop within 1 s of SIGSTOP", (int)pid);
+}
+
 static void test_hang_timeout_keeps_loop_running(void **state)
 {
     (void)state;
@@ -825,6 +861,7 @@ static void test_hang_timeout_keeps_loop_running(void **state)
     expect_uid(&a, "alice", "before the hang (second client)");
 
     assert_int_equal(kill(pid, SIGSTOP), 0);
+    wait_stopped(pid);
     uint64_t t0 = now_ms();
     for (int i = 0; i < N_BIG; i++) {
         bigs[i].outstanding = &outstanding;

@@ -86,6 +86,23 @@ def group_members(pgid):
     return found
 
 
+def _all_threads_stopped(pid):
+    """_all_threads_stopped - every thread of PID is in state T (stopped)."""
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return True  # gone: nothing left to answer
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid), "rb") as f:
+                stat = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        if stat[stat.rfind(")") + 2:].split()[:1] != ["T"]:
+            return False
+    return True
+
+
 def _group_alive(pgid):
     try:
         os.killpg(pgid, 0)
@@ -148,8 +165,14 @@ class ManagedProcess:
         _killpg(self.pgid, sig)
 
     def pause(self):
-        """pause - SIGSTOP the group: the server keeps its sockets but hangs."""
+        """pause - SIGSTOP the group: the server keeps its sockets but hangs.
+
+        kill() returns before the target has stopped (a thread could still
+        answer one more request), so wait until every thread of the leader
+        shows state T."""
         self.signal(signal.SIGSTOP)
+        wait_until(lambda: _all_threads_stopped(self.pid), timeout=5,
+                   what="%s to stop" % self.name)
 
     def resume(self):
         """resume - SIGCONT the group after pause()."""
