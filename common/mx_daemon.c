@@ -139,6 +139,62 @@ struct mx_ldap *mx_daemon_ldap_new(struct event_base *base, const struct mx_conf
     return ldap;
 }
 
+int mx_daemon_shards_new(struct mx_bus *bus, const struct mx_config *config, const char *path,
+                         unsigned timeout_ms, unsigned max_attempts,
+                         struct mx_daemon_shard **shards_r, size_t *n_r, char **error_r)
+{
+    struct mx_config_node root = mx_config_root(config);
+    size_t n = mx_config_list_len(&root, path);
+    struct mx_daemon_shard *shards = mx_calloc(n ? n : 1, sizeof *shards);
+    for (size_t i = 0; i < n; i++) {
+        struct mx_config_node node = mx_config_list_elem(&root, path, i);
+        size_t n_endpoints = mx_config_strings_len(&node, "endpoints");
+        const char **endpoints = mx_calloc(n_endpoints ? n_endpoints : 1, sizeof *endpoints);
+        for (size_t j = 0; j < n_endpoints; j++)
+            endpoints[j] = mx_config_strings_at(&node, "endpoints", j);
+        struct mx_client_config cc = {
+            .name = "store",
+            .timeout_ms = timeout_ms,
+            .max_attempts = max_attempts ? max_attempts
+                                         : (unsigned)(n_endpoints > 1 ? n_endpoints : 1),
+        };
+        shards[i].name = mx_strdup(mx_config_string(&node, "name"));
+        const char *bus_error = NULL;
+        int bad = mx_client_new(bus, endpoints, n_endpoints, &cc, &shards[i].client, &bus_error);
+        free(endpoints);
+        if (bad < 0) {
+            *error_r = mx_asprintf("store shard %s: %s", shards[i].name, bus_error);
+            mx_daemon_shards_free(&shards, i + 1);
+            return -1;
+        }
+    }
+    *shards_r = shards;
+    *n_r = n;
+    return 0;
+}
+
+void mx_daemon_shards_free(struct mx_daemon_shard **shardsp, size_t n)
+{
+    struct mx_daemon_shard *shards = *shardsp;
+    if (shards == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        mx_client_free(&shards[i].client);
+        free(shards[i].name);
+    }
+    free(shards);
+    *shardsp = NULL;
+}
+
+struct mx_daemon_shard *mx_daemon_shard_find(struct mx_daemon_shard *shards, size_t n,
+                                             const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(shards[i].name, name) == 0)
+            return &shards[i];
+    return NULL;
+}
+
 static void mx_daemon_on_signal(evutil_socket_t sig, short what, void *arg)
 {
     mx_log(MX_LOG_NOTICE, "daemon.stopping", MX_KV("signal", strsignal((int)sig)));

@@ -4,6 +4,7 @@
 #ifndef MX_DAEMON_H
 #define MX_DAEMON_H
 
+#include "mx_bus.h"
 #include "mx_config.h"
 #include "mx_ldap.h"
 
@@ -26,6 +27,24 @@ int mx_daemon_ldap_config(const struct mx_config *config, struct mx_ldap_config 
  * password read and wiped again. NULL with error_r (heap) on failure. */
 struct mx_ldap *mx_daemon_ldap_new(struct event_base *base, const struct mx_config *config,
                                    char **error_r);
+
+/* A store shard as a role sees it: its name (mxStoreShard) and a bus
+ * client to its mx-store instances. */
+struct mx_daemon_shard {
+    char *name;
+    struct mx_client *client;
+};
+
+/* mx_daemon_shards_new - one client per element of the GROUP_LIST at path
+ * (members "name" and "endpoints"). max_attempts 0 = one per endpoint.
+ * -1 with error_r (heap); what was created is freed. */
+int mx_daemon_shards_new(struct mx_bus *bus, const struct mx_config *config, const char *path,
+                         unsigned timeout_ms, unsigned max_attempts,
+                         struct mx_daemon_shard **shards_r, size_t *n_r, char **error_r);
+void mx_daemon_shards_free(struct mx_daemon_shard **shards, size_t n);
+/* mx_daemon_shard_find - the shard called name, or NULL. */
+struct mx_daemon_shard *mx_daemon_shard_find(struct mx_daemon_shard *shards, size_t n,
+                                             const char *name);
 
 /* mx_daemon_on_signals - SIGTERM and SIGINT end the loop (event_base_loopexit
  * after the current callbacks); SIGPIPE is ignored. */

@@ -18,6 +18,7 @@
 
 #include "mx_bus.h"
 #include "mx_config.h"
+#include "mx_daemon.h"
 #include "mx_ldap.h"
 #include "mx_log.h"
 #include "mx_msgid.h"
@@ -29,19 +30,13 @@ struct delivery_job;
 
 extern const struct mx_option delivery_options[];
 
-/* One store shard: where the mailboxes whose mxStoreShard names it live. */
-struct delivery_shard {
-    char *name;
-    struct mx_client *client;
-};
-
 struct delivery_server {
     struct event_base *base;
     struct mx_config *config;
     struct mx_ldap *ldap;
     struct mx_bus *bus;
     struct mx_server *listener;
-    struct delivery_shard *shards;
+    struct mx_daemon_shard *shards; /* by mxStoreShard name */
     size_t n_shards;
     const char *default_shard;
     struct mx_spool *outbound;      /* external recipients, sent by a later role */
@@ -108,6 +103,6 @@ void delivery_expansion_free_contents(struct delivery_expansion *expansion);
 /* ---- delivery_job.c ---- */
 void delivery_handle_submit(struct delivery_server *server, struct mx_server_request *req,
                             const struct mx_frame_view *frame);
-struct delivery_shard *delivery_shard_find(struct delivery_server *server, const char *name);
+struct mx_daemon_shard *delivery_shard_find(struct delivery_server *server, const char *name);
 
 #endif

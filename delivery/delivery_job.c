@@ -192,7 +192,7 @@ static void job_quota_warning(struct delivery_job *job, const struct delivery_ta
             crossed = server->warn_percent[i];
     if (crossed == 0)
         return;
-    struct delivery_shard *shard = delivery_shard_find(server, t->shard);
+    struct mx_daemon_shard *shard = delivery_shard_find(server, t->shard);
     if (shard == NULL)
         return;
     char date[64];
@@ -293,7 +293,7 @@ static void job_on_append(void *ctx, enum mx_bus_result result, const struct mx_
 
 static void job_append(struct delivery_job *job, const struct delivery_target *t)
 {
-    struct delivery_shard *shard = delivery_shard_find(job->server, t->shard);
+    struct mx_daemon_shard *shard = delivery_shard_find(job->server, t->shard);
     if (shard == NULL) {
         mx_log(MX_LOG_ERR, "delivery.unknown_shard", MX_KV("id", job->id_text),
                MX_KV("user", t->address), MX_KV("shard", t->shard));
@@ -391,12 +391,9 @@ static void job_on_expanded(void *ctx, struct delivery_expansion *x)
     job_maybe_finish(job);
 }
 
-struct delivery_shard *delivery_shard_find(struct delivery_server *server, const char *name)
+struct mx_daemon_shard *delivery_shard_find(struct delivery_server *server, const char *name)
 {
-    for (size_t i = 0; i < server->n_shards; i++)
-        if (strcmp(server->shards[i].name, name) == 0)
-            return &server->shards[i];
-    return NULL;
+    return mx_daemon_shard_find(server->shards, server->n_shards, name);
 }
 
 void delivery_handle_submit(struct delivery_server *server, struct mx_server_request *req,

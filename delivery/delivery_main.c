@@ -72,29 +72,10 @@ static int delivery_setup(struct delivery_server *server, char **error_r)
         *error_r = mx_asprintf("bus: %s", bus_error);
         return -1;
     }
-    size_t n = mx_config_list_len(&root, "delivery.shards");
-    server->shards = mx_calloc(n ? n : 1, sizeof *server->shards);
-    for (size_t i = 0; i < n; i++) {
-        struct mx_config_node node = mx_config_list_elem(&root, "delivery.shards", i);
-        size_t n_endpoints = mx_config_strings_len(&node, "endpoints");
-        const char **endpoints = mx_calloc(n_endpoints ? n_endpoints : 1, sizeof *endpoints);
-        for (size_t j = 0; j < n_endpoints; j++)
-            endpoints[j] = mx_config_strings_at(&node, "endpoints", j);
-        struct mx_client_config cc = {
-            .name = "store",
-            .timeout_ms = (unsigned)mx_config_duration_ms(&root, "delivery.store_timeout"),
-            .max_attempts = (unsigned)(n_endpoints > 1 ? n_endpoints : 1),
-        };
-        server->shards[i].name = mx_strdup(mx_config_string(&node, "name"));
-        bad = mx_client_new(server->bus, endpoints, n_endpoints, &cc, &server->shards[i].client,
-                            &bus_error) < 0;
-        free(endpoints);
-        if (bad) {
-            *error_r = mx_asprintf("store shard %s: %s", server->shards[i].name, bus_error);
-            return -1;
-        }
-        server->n_shards++;
-    }
+    if (mx_daemon_shards_new(server->bus, server->config, "delivery.shards",
+                             (unsigned)mx_config_duration_ms(&root, "delivery.store_timeout"), 0,
+                             &server->shards, &server->n_shards, error_r) < 0)
+        return -1;
     if (delivery_shard_find(server, server->default_shard) == NULL) {
         *error_r = mx_asprintf("delivery.default_shard \"%s\" is not among delivery.shards",
                                server->default_shard);
@@ -111,11 +92,7 @@ static int delivery_setup(struct delivery_server *server, char **error_r)
 static void delivery_teardown(struct delivery_server *server)
 {
     mx_server_free(&server->listener);
-    for (size_t i = 0; i < server->n_shards; i++) {
-        mx_client_free(&server->shards[i].client);
-        free(server->shards[i].name);
-    }
-    free(server->shards);
+    mx_daemon_shards_free(&server->shards, server->n_shards);
     mx_spool_committer_free(&server->committer);
     mx_bus_free(&server->bus);
     mx_ldap_free(&server->ldap);

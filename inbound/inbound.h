@@ -18,6 +18,7 @@
 #include "mx_address.h"
 #include "mx_bus.h"
 #include "mx_config.h"
+#include "mx_daemon.h"
 #include "mx_ldap.h"
 #include "mx_log.h"
 #include "mx_msgid.h"
@@ -89,10 +90,7 @@ struct inbound_server {
     struct mx_bus *bus;
     struct mx_client *filter; /* NULL = no filter configured */
     /* Store shards asked for quota at RCPT (may be none). */
-    struct inbound_shard {
-        char *name;
-        struct mx_client *client;
-    } *shards;
+    struct mx_daemon_shard *shards;
     size_t n_shards;
     const char *default_shard;
     bool filter_fail_open;

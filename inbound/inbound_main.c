@@ -131,31 +131,12 @@ static int inbound_server_setup(struct inbound_server *server, char **error_r)
     }
     if (inbound_handoff_new(server, error_r) < 0)
         return -1;
-    size_t n_shards = mx_config_list_len(&root, "inbound.shards");
-    server->shards = mx_calloc(n_shards ? n_shards : 1, sizeof *server->shards);
+    /* One attempt: a slow store must not hold RCPT; delivery decides. */
     server->default_shard = mx_config_string(&root, "inbound.default_shard");
-    for (size_t i = 0; i < n_shards; i++) {
-        struct mx_config_node node = mx_config_list_elem(&root, "inbound.shards", i);
-        size_t n_endpoints = mx_config_strings_len(&node, "endpoints");
-        const char **endpoints = mx_calloc(n_endpoints ? n_endpoints : 1, sizeof *endpoints);
-        for (size_t j = 0; j < n_endpoints; j++)
-            endpoints[j] = mx_config_strings_at(&node, "endpoints", j);
-        /* One attempt: a slow store must not hold RCPT; delivery decides. */
-        struct mx_client_config sc = {
-            .name = "store",
-            .timeout_ms = (unsigned)mx_config_duration_ms(&root, "inbound.quota_timeout"),
-            .max_attempts = 1,
-        };
-        server->shards[i].name = mx_strdup(mx_config_string(&node, "name"));
-        int bad = mx_client_new(server->bus, endpoints, n_endpoints, &sc,
-                                &server->shards[i].client, &bus_error);
-        free(endpoints);
-        if (bad < 0) {
-            *error_r = mx_asprintf("store shard %s: %s", server->shards[i].name, bus_error);
-            return -1;
-        }
-        server->n_shards++;
-    }
+    if (mx_daemon_shards_new(server->bus, server->config, "inbound.shards",
+                             (unsigned)mx_config_duration_ms(&root, "inbound.quota_timeout"), 1,
+                             &server->shards, &server->n_shards, error_r) < 0)
+        return -1;
     size_t n_filters = mx_config_strings_len(&root, "inbound.filter.endpoints");
     if (n_filters > 0) {
         const char **endpoints = mx_calloc(n_filters, sizeof *endpoints);
@@ -185,11 +166,7 @@ static void inbound_server_teardown(struct inbound_server *server)
     mx_spool_committer_free(&server->committer);
     inbound_handoff_free(&server->handoff);
     mx_client_free(&server->filter);
-    for (size_t i = 0; i < server->n_shards; i++) {
-        mx_client_free(&server->shards[i].client);
-        free(server->shards[i].name);
-    }
-    free(server->shards);
+    mx_daemon_shards_free(&server->shards, server->n_shards);
     mx_bus_free(&server->bus);
     mx_ldap_free(&server->ldap);
     mx_spool_close(&server->spool);

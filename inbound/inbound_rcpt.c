@@ -86,13 +86,11 @@ static bool rcpt_ask_quota(struct inbound_rcpt_check *check, const char *mail, c
                            uint64_t limit)
 {
     struct inbound_server *server = check->server;
-    const char *want = shard ? shard : server->default_shard;
-    struct mx_client *client = NULL;
-    for (size_t i = 0; i < server->n_shards && client == NULL; i++)
-        if (strcmp(server->shards[i].name, want) == 0)
-            client = server->shards[i].client;
-    if (client == NULL)
+    struct mx_daemon_shard *found = mx_daemon_shard_find(
+        server->shards, server->n_shards, shard ? shard : server->default_shard);
+    if (found == NULL)
         return false;
+    struct mx_client *client = found->client;
     struct mx_frame frame;
     mx_frame_init(&frame, MSG_ANY_STORE_QUOTA_GET, 0, NULL);
     mx_frame_put_str(&frame, F_USER, mail);
