@@ -520,11 +520,17 @@ int mx_frame_get_bytes(const struct mx_frame_view *view, enum mx_field_tag tag,
 
 int mx_frame_get_str(const struct mx_frame_view *view, enum mx_field_tag tag, char **value_r)
 {
+    return mx_frame_get_text(view, tag, MX_WIRE_STRING_MAX, value_r);
+}
+
+int mx_frame_get_text(const struct mx_frame_view *view, enum mx_field_tag tag, size_t max_len,
+                      char **value_r)
+{
     const uint8_t *v;
     size_t len;
     if (mx_frame_find_typed(view, tag, MX_FIELD_STR, &v, &len) < 0)
         return -1;
-    if (len > MX_WIRE_STRING_MAX || (len > 0 && memchr(v, '\0', len) != NULL))
+    if (len > max_len || (len > 0 && memchr(v, '\0', len) != NULL))
         return -1;
     char *s = mx_malloc(len + 1);
     if (len > 0)

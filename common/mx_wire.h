@@ -112,7 +112,7 @@
     X(MSG_ANY_STORE_MAILBOX_LIST,         302, "imap -> store",                   \
       "F_USER; reply MSG_STORE_ANY_MAILBOX_LIST_RESULT")                         \
     X(MSG_STORE_ANY_MAILBOX_LIST_RESULT,  303, "store -> imap",                   \
-      "F_STATUS, (F_MAILBOX F_MAILBOX_ATTRS)*")                                  \
+      "F_STATUS, (F_MAILBOX F_MAILBOX_ATTRS [F_SPECIAL_USE])*")                                  \
     X(MSG_ANY_STORE_MAILBOX_CREATE,       304, "imap -> store",                   \
       "F_USER, F_MAILBOX, F_SPECIAL_USE; MSG_ANY_ACK (OK / EXISTS)")             \
     X(MSG_ANY_STORE_MAILBOX_DELETE,       305, "imap -> store",                   \
@@ -134,7 +134,8 @@
       "MSG_STORE_ANY_FETCH_RESULT")                                             \
     X(MSG_STORE_ANY_FETCH_RESULT,         312, "store -> imap",                   \
       "F_STATUS, then per message F_UID followed by its items: F_FLAG*, "        \
-      "F_MODSEQ, F_ARRIVAL, F_SIZE, F_ENVELOPE, F_BODYSTRUCTURE, F_MESSAGE_ID")  \
+      "F_MODSEQ, F_ARRIVAL, F_SIZE, F_ENVELOPE, F_BODYSTRUCTURE, F_MESSAGE_ID, " \
+      "F_POP3_UIDL, F_BODY_FORM")  \
     X(MSG_ANY_STORE_MESSAGE_BODY,         313, "imap -> store",                   \
       "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID, F_SECTION, F_OFFSET, F_LENGTH; "  \
       "reply MSG_STORE_ANY_BODY_RESULT (F_STATUS, F_BODY)")                     \
@@ -168,6 +169,53 @@
     X(MSG_STORE_ANY_MAILBOX_CHANGED,      330, "store -> imap (PUB)",             \
       "topic = user; F_USER, F_MAILBOX, F_MODSEQ, F_CHANGE (bits: new mail, "     \
       "flags, expunge, mailbox list); lossy by design: IDLE re-reads state")    \
+    /* Store replication (issue 6): primary -> replica, ordered oplog.      \
+     * Every message carries F_SHARD and F_EPOCH; a receiver whose epoch is \
+     * higher answers MX_STATUS_STALE_EPOCH and applies nothing.            */ \
+    X(MSG_STORE_STORE_REPLICA_HELLO,      340, "primary -> replica",             \
+      "F_SHARD, F_EPOCH; reply MSG_STORE_STORE_REPLICA_POSITION: where the "    \
+      "replica's log ends, so shipping starts at F_SEQ + 1")                    \
+    X(MSG_STORE_STORE_REPLICA_POSITION,   341, "replica -> primary",             \
+      "F_STATUS, F_SEQ (last applied), F_EPOCH (epoch of that record), "        \
+      "F_SEQ_EPOCH_SET (history: \"epoch:first_seq,...\"), [F_OPLOG_RECORD "    \
+      "(the record at F_SEQ: the primary compares it byte for byte)]")         \
+    X(MSG_STORE_STORE_OPLOG_APPLY,        342, "primary -> replica",             \
+      "F_SHARD, F_EPOCH, F_SEQ (of the first record), F_SEQ_EPOCH_SET (the "   \
+      "primary's history), F_LAG (records committed after these), "             \
+      "(F_OPLOG_RECORD [F_BODY])*: records in order, an APPEND followed by its " \
+      "message bytes (none: the file is gone, an EXPUNGE follows); "            \
+      "acked (MSG_ANY_ACK, F_SEQ = last applied) only after the replica's "     \
+      "own durable commit")                                                     \
+    X(MSG_STORE_STORE_RESYNC_BEGIN,       343, "primary -> replica",             \
+      "F_SHARD, F_EPOCH: the replica's log diverged or is behind a trimmed "    \
+      "log: it wipes its index and Maildirs; records then follow from seq 1")  \
+    /* mx-ha <-> local daemons and the cluster map (issue 6). */             \
+    X(MSG_HA_ANY_ROLE_ASSIGN,             400, "ha -> local daemon",             \
+      "F_PAIR, F_HA_ROLE (enum mx_ha_role), F_EPOCH, F_PEER_ENDPOINT* (for a "  \
+      "primary: its replicas' replication endpoints, none = run degraded; "     \
+      "for a replica: none); acked once the daemon acts on it")                \
+    X(MSG_ANY_HA_STATUS_REPORT,           401, "local daemon -> ha",             \
+      "F_PAIR, F_HA_ROLE (what it runs as now), F_EPOCH, F_SEQ (last "          \
+      "committed/applied oplog record), F_IN_SYNC (1 = a replica caught up), "  \
+      "F_ENDPOINT (its service endpoint), F_REPLICATION_ENDPOINT; a store "     \
+      "primary adds F_PEER_ENDPOINT* (its replicas still acking in time: an "   \
+      "assigned one missing is lost) and F_LAG; acked, the ack carrying the "   \
+      "assignment (F_HA_ROLE, F_EPOCH, F_PEER_ENDPOINT*: see ROLE_ASSIGN); "    \
+      "sent every heartbeat and on change")                                     \
+    X(MSG_HA_ANY_CLUSTER_MAP,             402, "ha -> any (PUB)",                \
+      "topic \"map\"; F_EPOCH, F_QUORATE, (F_PAIR F_NODE F_ENDPOINT)*: the "   \
+      "active member of every pair; the highest epoch seen wins")              \
+    X(MSG_ANY_HA_CLUSTER_STATUS,          403, "mxctl -> ha",                    \
+      "reply MSG_HA_ANY_CLUSTER_STATUS_RESULT")                                  \
+    X(MSG_HA_ANY_CLUSTER_STATUS_RESULT,   404, "ha -> mxctl",                    \
+      "F_STATUS, F_EPOCH, F_QUORATE, F_NODE* (members), then per pair F_PAIR, " \
+      "F_NODE (active), F_HA_ROLE, F_SEQ, F_IN_SYNC, F_LAG (records behind)")  \
+    X(MSG_ANY_HA_SWITCHOVER,              405, "mxctl -> ha",                    \
+      "F_PAIR, [F_NODE target]: graceful move (drain, sync, switch); MSG_ANY_ACK")\
+    X(MSG_HA_HA_STATE,                    406, "ha -> ha (Corosync CPG)",        \
+      "F_NODE (sender), F_EPOCH (its highest map), F_QUORATE; followed in the "  \
+      "same CPG payload by one MSG_HA_ANY_ROLE_ASSIGN per map pair and one "    \
+      "MSG_ANY_HA_STATUS_REPORT per local daemon (ha/ha_decide.h)")            \
     X(MSG_ANY_MON_EVENT,                  700, "any -> mon (PUB)",                 \
       "one log event: F_ROLE, F_NODE, F_LEVEL, F_TEXT (the key=value line)")
 
@@ -231,7 +279,21 @@
     X(F_QUOTA_USED,     82, U64,   "bytes in use")                                 \
     X(F_SEARCH,         83, STR,   "IMAP search key text")                          \
     X(F_CHANGE,         84, U32,   "change bits for MSG_STORE_ANY_MAILBOX_CHANGED")  \
-    X(F_EPOCH,          85, U64,   "cluster-map epoch (fences an old primary)")
+    X(F_EPOCH,          85, U64,   "cluster-map epoch (fences an old primary)")     \
+    X(F_POP3_UIDL,      86, STR,   "POP3 unique id: the Maildir base name, stable for the message's life") \
+    X(F_BODY_FORM,      87, STR,   "cached IMAP BODY (non-extensible BODYSTRUCTURE)") \
+    X(F_SHARD,          90, STR,   "store shard name (mxStoreShard)")             \
+    X(F_SEQ,            91, U64,   "operation log sequence number")               \
+    X(F_OPLOG_RECORD,   92, BYTES, "one encoded operation log record (store.h)")  \
+    X(F_SEQ_EPOCH_SET,  93, STR,   "log history: epoch:first_seq pairs")          \
+    X(F_PAIR,           94, STR,   "HA pair name (a shard or an active/standby role)") \
+    X(F_HA_ROLE,        95, U32,   "enum mx_ha_role")                             \
+    X(F_PEER_ENDPOINT,  96, STR,   "a peer's replication endpoint; repeated")     \
+    X(F_ENDPOINT,       97, STR,   "a service endpoint (tcp://host:port)")        \
+    X(F_REPLICATION_ENDPOINT, 98, STR, "where a store receives replicated records") \
+    X(F_IN_SYNC,        99, U32,   "1 = replica caught up with its primary")      \
+    X(F_QUORATE,       100, U32,   "1 = the sender's partition has quorum")       \
+    X(F_LAG,           101, U64,   "replication lag in records")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };
@@ -239,6 +301,30 @@ enum mx_field_tag { MX_WIRE_FIELDS(MX_WIRE_ENUM_ENTRY) };
 #undef MX_WIRE_ENUM_ENTRY
 
 enum mx_field_kind { MX_FIELD_U32, MX_FIELD_U64, MX_FIELD_STR, MX_FIELD_BYTES, MX_FIELD_MSGID };
+
+/* Bits of F_MAILBOX_ATTRS (MSG_STORE_ANY_MAILBOX_LIST_RESULT). */
+#define MX_MAILBOX_ATTR_SUBSCRIBED 0x1u
+#define MX_MAILBOX_ATTR_HAS_CHILDREN 0x2u
+#define MX_MAILBOX_ATTR_SPECIAL_USE 0x4u /* F_SPECIAL_USE follows the name */
+
+/* Bits of F_CHANGE (MSG_STORE_ANY_MAILBOX_CHANGED). */
+#define MX_CHANGE_NEW_MAIL 0x1u
+#define MX_CHANGE_FLAGS 0x2u
+#define MX_CHANGE_EXPUNGE 0x4u
+#define MX_CHANGE_MAILBOX_LIST 0x8u
+
+/* Bits of F_FETCH_ITEMS (MSG_ANY_STORE_MESSAGE_FETCH): which per-message
+ * fields the store puts after each F_UID. */
+#define MX_FETCH_FLAGS 0x1u         /* F_FLAG* */
+#define MX_FETCH_MODSEQ 0x2u        /* F_MODSEQ */
+#define MX_FETCH_INTERNALDATE 0x4u  /* F_ARRIVAL */
+#define MX_FETCH_SIZE 0x8u          /* F_SIZE */
+#define MX_FETCH_ENVELOPE 0x10u     /* F_ENVELOPE */
+#define MX_FETCH_BODYSTRUCTURE 0x20u /* F_BODYSTRUCTURE */
+#define MX_FETCH_MESSAGE_ID 0x40u   /* F_MESSAGE_ID */
+#define MX_FETCH_POP3_UIDL 0x80u    /* F_POP3_UIDL */
+#define MX_FETCH_BODY_FORM 0x100u   /* F_BODY_FORM */
+#define MX_FETCH_ALL 0x1ffu
 
 /* Status carried in F_STATUS of MSG_ANY_ACK. */
 enum mx_status {
@@ -251,6 +337,16 @@ enum mx_status {
     MX_STATUS_OVER_QUOTA = 6, /* the append would exceed the quota: 552 5.2.2 / NO [OVERQUOTA] */
     MX_STATUS_STALE_EPOCH = 7, /* sent to a store that is no longer primary: ask the cluster map */
     MX_STATUS_UIDVALIDITY = 8, /* the request's UIDVALIDITY does not match: reselect */
+};
+
+/* F_HA_ROLE: what mx-ha tells a daemon to be. FENCED is the safe state: a
+ * store that is fenced (lost quorum, lost its mx-ha, or outvoted) never
+ * acknowledges a write. */
+enum mx_ha_role {
+    MX_HA_FENCED = 0,
+    MX_HA_PRIMARY = 1, /* store: serves and acknowledges writes; frontend: active */
+    MX_HA_REPLICA = 2, /* store: applies the primary's log, refuses clients */
+    MX_HA_STANDBY = 3, /* frontend: up, not given clients */
 };
 
 /* Verdict carried in F_VERDICT by mx-filter. */
@@ -343,6 +439,11 @@ int mx_frame_get_bytes(const struct mx_frame_view *view, enum mx_field_tag tag,
  * byte or longer than MX_WIRE_STRING_MAX; returns a fresh NUL-terminated
  * copy the caller frees. */
 int mx_frame_get_str(const struct mx_frame_view *view, enum mx_field_tag tag, char **value_r);
+/* mx_frame_get_text - get_str with the caller's length limit instead of
+ * MX_WIRE_STRING_MAX: for values that grow with a mailbox (UID sets of a
+ * fragmented mailbox run to megabytes), bounded by the frame itself. */
+int mx_frame_get_text(const struct mx_frame_view *view, enum mx_field_tag tag, size_t max_len,
+                      char **value_r);
 
 /* Iteration over all fields in order (for repeated fields). */
 struct mx_field_iter {

@@ -16,12 +16,15 @@
 #include <openssl/ssl.h>
 
 #include "mx_address.h"
+#include "mx_auth.h"
 #include "mx_bus.h"
 #include "mx_config.h"
 #include "mx_daemon.h"
 #include "mx_ldap.h"
+#include "mx_limits.h"
 #include "mx_log.h"
 #include "mx_msgid.h"
+#include "mx_net.h"
 #include "mx_spool.h"
 
 struct event_base;
@@ -62,7 +65,6 @@ struct inbound_listener {
     char *address; /* as configured, for logs */
 };
 
-struct inbound_limits; /* per-client-IP counters: inbound_limits.c */
 struct inbound_handoff; /* queue runner to mx-delivery: inbound_handoff.c */
 
 /* The daemon: everything sessions share. */
@@ -98,10 +100,11 @@ struct inbound_server {
     struct mx_spool *spool;
     struct mx_spool_committer *committer;
     struct inbound_handoff *handoff;
-    struct inbound_limits *limits;
-    unsigned auth_window_ms;
+    struct mx_limits *limits; /* per-IP sessions and failed logins, per-account failures */
+    /* The login check (points at ldap, login_filter and limits above);
+     * auth.window_ms is also the per-IP failure window. */
+    struct mx_auth_config auth;
     unsigned auth_max_failures_per_ip;
-    unsigned auth_max_failures_per_account;
 
     bool stopping;
 };
@@ -109,25 +112,6 @@ struct inbound_server {
 /* ---- inbound_listen.c ---- */
 int inbound_listen_start(struct inbound_server *server, char **error_r);
 void inbound_listen_stop(struct inbound_server *server);
-/* inbound_parse_hostport - "1.2.3.4:25", "[::1]:25", "*:25" to a sockaddr. */
-int inbound_parse_hostport(const char *text, struct sockaddr_storage *addr_r, socklen_t *len_r);
-
-/* ---- inbound_limits.c ---- */
-struct inbound_limits *inbound_limits_new(void);
-void inbound_limits_free(struct inbound_limits **limits);
-/* inbound_limits_connect - count a new session from ip; 0 = allowed, -1 =
- * over a limit (reason_r says which). inbound_limits_disconnect undoes the
- * concurrent count of an allowed session. now_ms from a monotonic clock. */
-int inbound_limits_connect(struct inbound_limits *limits, const char *ip, unsigned max_concurrent,
-                           unsigned max_per_minute, uint64_t now_ms, const char **reason_r);
-void inbound_limits_disconnect(struct inbound_limits *limits, const char *ip);
-/* Failed-AUTH accounting by key ("ip:1.2.3.4", "user:alice"): count within
- * window_ms; _blocked says whether max failures were reached. */
-void inbound_limits_auth_failure(struct inbound_limits *limits, const char *key, uint64_t now_ms,
-                                 unsigned window_ms);
-bool inbound_limits_auth_blocked(struct inbound_limits *limits, const char *key, uint64_t now_ms,
-                                 unsigned window_ms, unsigned max_failures);
-uint64_t inbound_now_ms(void);
 
 /* ---- inbound_session.c ---- */
 /* inbound_session_start - take over fd (accepted on listener) */

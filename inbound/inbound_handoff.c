@@ -90,7 +90,7 @@ static void handoff_move_aside(struct inbound_handoff *h, const char *name, cons
 /* handoff_schedule_retry - back to waiting, due after retry_interval. */
 static void handoff_schedule_retry(struct inbound_handoff *h, struct handoff_item *item)
 {
-    item->not_before_ms = inbound_now_ms() + h->retry_interval_ms;
+    item->not_before_ms = mx_now_ms() + h->retry_interval_ms;
     item->next = h->waiting;
     h->waiting = item;
     if (!evtimer_pending(h->retry_timer, NULL)) {
@@ -102,7 +102,7 @@ static void handoff_schedule_retry(struct inbound_handoff *h, struct handoff_ite
 static void handoff_on_retry_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct inbound_handoff *h = arg;
-    uint64_t now = inbound_now_ms();
+    uint64_t now = mx_now_ms();
     struct handoff_item **link = &h->waiting;
     uint64_t next_due = 0;
     while (*link) {

@@ -11,50 +11,6 @@
 
 #include "mx_alloc.h"
 
-int inbound_parse_hostport(const char *text, struct sockaddr_storage *addr_r, socklen_t *len_r)
-{
-    char host[128];
-    const char *port_text;
-    memset(addr_r, 0, sizeof *addr_r);
-    if (text[0] == '[') {
-        const char *close = strchr(text, ']');
-        if (close == NULL || close[1] != ':' || (size_t)(close - text - 1) >= sizeof host)
-            return -1;
-        memcpy(host, text + 1, (size_t)(close - text - 1));
-        host[close - text - 1] = '\0';
-        port_text = close + 2;
-    } else {
-        const char *colon = strrchr(text, ':');
-        if (colon == NULL || (size_t)(colon - text) >= sizeof host)
-            return -1;
-        memcpy(host, text, (size_t)(colon - text));
-        host[colon - text] = '\0';
-        port_text = colon + 1;
-    }
-    char *end;
-    long port = strtol(port_text, &end, 10);
-    if (*port_text == '\0' || *end != '\0' || port < 0 || port > 65535)
-        return -1;
-    struct sockaddr_in *in4 = (struct sockaddr_in *)addr_r;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)addr_r;
-    if (strcmp(host, "*") == 0 || strcmp(host, "") == 0) {
-        strcpy(host, "0.0.0.0");
-    }
-    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons((uint16_t)port);
-        *len_r = sizeof *in4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        *len_r = sizeof *in6;
-        return 0;
-    }
-    return -1;
-}
-
 static void inbound_on_accept(struct evconnlistener *evl, evutil_socket_t fd,
                               struct sockaddr *peer, int peer_len, void *arg)
 {
@@ -77,7 +33,7 @@ static int inbound_listen_one(struct inbound_server *server, struct inbound_inst
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (inbound_parse_hostport(address, &ss, &len) < 0) {
+    if (mx_net_parse_hostport(address, &ss, &len) < 0) {
         *error_r = mx_asprintf("instance %s: listen address \"%s\" is not ip:port or [ipv6]:port",
                                instance->name, address);
         return -1;

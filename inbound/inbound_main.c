@@ -53,7 +53,7 @@ static int inbound_instances_from_config(struct inbound_server *server, char **e
             const char *text = mx_config_strings_at(&node, "proxy_from", j);
             char *with_port = mx_asprintf(strchr(text, ':') ? "[%s]:0" : "%s:0", text);
             socklen_t len;
-            int bad = inbound_parse_hostport(with_port, &in->proxies[j].addr, &len);
+            int bad = mx_net_parse_hostport(with_port, &in->proxies[j].addr, &len);
             free(with_port);
             if (bad < 0) {
                 char where[256];
@@ -79,12 +79,18 @@ static int inbound_server_setup(struct inbound_server *server, char **error_r)
     server->recipient_filter = mx_strdup(mx_config_string(&root, "inbound.recipient_filter"));
     server->domain_filter = mx_strdup(mx_config_string(&root, "inbound.domain_filter"));
     server->login_filter = mx_strdup(mx_config_string(&root, "inbound.login_filter"));
-    server->auth_window_ms = (unsigned)mx_config_duration_ms(&root, "inbound.auth_failure_window");
     server->auth_max_failures_per_ip = (unsigned)mx_config_int(&root, "inbound.auth_max_failures_per_ip");
-    server->auth_max_failures_per_account =
-        (unsigned)mx_config_int(&root, "inbound.auth_max_failures_per_account");
     server->filter_fail_open = mx_config_bool(&root, "inbound.filter.fail_open");
-    server->limits = inbound_limits_new();
+    server->limits = mx_limits_new();
+    /* server->auth.ldap is set once the LDAP client exists (below). */
+    server->auth = (struct mx_auth_config){
+        .login_filter = server->login_filter,
+        .limits = server->limits,
+        .window_ms = (unsigned)mx_config_duration_ms(&root, "inbound.auth_failure_window"),
+        .max_failures_per_account =
+            (unsigned)mx_config_int(&root, "inbound.auth_max_failures_per_account"),
+        .role = "smtp",
+    };
 
     if (inbound_instances_from_config(server, error_r) < 0)
         return -1;
@@ -111,6 +117,7 @@ static int inbound_server_setup(struct inbound_server *server, char **error_r)
     server->ldap = mx_daemon_ldap_new(server->base, server->config, error_r);
     if (server->ldap == NULL)
         return -1;
+    server->auth.ldap = server->ldap;
 
     /* Spool */
     const char *spool_dir = mx_config_string(&root, "inbound.spool_dir");
@@ -172,7 +179,7 @@ static void inbound_server_teardown(struct inbound_server *server)
     mx_spool_close(&server->spool);
     if (server->tls_ctx)
         SSL_CTX_free(server->tls_ctx);
-    inbound_limits_free(&server->limits);
+    mx_limits_free(&server->limits);
     for (size_t i = 0; i < server->n_instances; i++) {
         free(server->instances[i].name);
         free(server->instances[i].proxies);

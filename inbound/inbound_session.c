@@ -30,12 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "inbound_auth.h"
 #include "inbound_rcpt.h"
 #include "mx_alloc.h"
 #include "mx_header.h"
 #include "mx_tls.h"
-#include "proxy_v2.h"
+#include "mx_proxy_v2.h"
 #include "smtp_cmd.h"
 #include "smtp_data.h"
 
@@ -102,8 +101,8 @@ struct inbound_session {
 
     /* AUTH */
     bool authenticated;
-    struct inbound_identity identity;
-    struct inbound_auth_check *auth_check;
+    struct mx_identity identity;
+    struct mx_auth_check *auth_check;
     enum sasl_step sasl;
     char sasl_login[256];
 
@@ -227,10 +226,10 @@ static void session_close(struct inbound_session *s, const char *reason)
         return;
     mx_log(MX_LOG_INFO, "smtp.disconnect", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip),
            MX_KV("reason", reason), MX_KVU("transactions", s->transactions),
-           MX_KVU("errors", s->errors), MX_KVU("ms", inbound_now_ms() - s->started_ms));
+           MX_KVU("errors", s->errors), MX_KVU("ms", mx_now_ms() - s->started_ms));
     session_reset_transaction(s);
-    inbound_auth_cancel(&s->auth_check);
-    inbound_identity_clear(&s->identity);
+    mx_auth_cancel(&s->auth_check);
+    mx_identity_clear(&s->identity);
     OPENSSL_cleanse(s->sasl_login, sizeof s->sasl_login);
     s->state = SESSION_CLOSED;
     struct bufferevent *below = s->bev ? bufferevent_get_underlying(s->bev) : NULL;
@@ -247,7 +246,7 @@ static void session_close(struct inbound_session *s, const char *reason)
     if (s->flush_timer)
         event_free(s->flush_timer);
     if (s->limits_counted)
-        inbound_limits_disconnect(s->server->limits, s->peer_ip);
+        mx_limits_disconnect(s->server->limits, s->peer_ip);
     s->server->connections--;
     event_base_once(s->server->base, -1, EV_TIMEOUT, session_free, s, NULL);
 }
@@ -323,8 +322,8 @@ static void session_on_connect_verdict(void *ctx, enum mx_bus_result result,
 static void session_begin(struct inbound_session *s)
 {
     const char *reason = NULL;
-    if (inbound_limits_connect(s->server->limits, s->peer_ip, s->instance->max_connections_per_ip,
-                               s->instance->max_connection_rate, inbound_now_ms(), &reason) < 0) {
+    if (mx_limits_connect(s->server->limits, s->peer_ip, s->instance->max_connections_per_ip,
+                          s->instance->max_connection_rate, mx_now_ms(), &reason) < 0) {
         mx_log(MX_LOG_NOTICE, "smtp.connection_refused", MX_KV("sid", s->sid),
                MX_KV("peer", s->peer_ip), MX_KV("reason", reason));
         session_printf(s, "421 4.7.0 %s Too many connections from your address, try later\r\n",
@@ -493,14 +492,13 @@ static void session_cmd_starttls(struct inbound_session *s)
 
 /* ---- AUTH ------------------------------------------------------------- */
 
-static void session_on_auth(void *ctx, enum inbound_auth_result result,
-                            struct inbound_identity *identity)
+static void session_on_auth(void *ctx, enum mx_auth_result result, struct mx_identity *identity)
 {
     struct inbound_session *s = ctx;
     s->auth_check = NULL;
-    uint64_t now = inbound_now_ms();
+    uint64_t now = mx_now_ms();
     switch (result) {
-    case INBOUND_AUTH_OK:
+    case MX_AUTH_OK:
         s->authenticated = true;
         s->identity = *identity;
         memset(identity, 0, sizeof *identity);
@@ -508,16 +506,20 @@ static void session_on_auth(void *ctx, enum inbound_auth_result result,
                MX_KV("user", s->sasl_login), MX_KV("dn", s->identity.dn));
         session_reply(s, 235, "2.7.0", "Authentication successful");
         break;
-    case INBOUND_AUTH_INVALID: /* the account's own count: inbound_auth.c */
-        inbound_limits_auth_failure(s->server->limits, s->peer_ip, now, s->server->auth_window_ms);
+    case MX_AUTH_INVALID: /* the account's own count: mx_auth.c */
+    case MX_AUTH_DISABLED:
+        /* SMTP does not tell a disabled account from a wrong password:
+         * mail clients show 535 as "check your password" either way, and
+         * mx_auth logged the real reason (auth.account_inactive). */
+        mx_limits_auth_failure(s->server->limits, s->peer_ip, now, s->server->auth.window_ms);
         mx_log(MX_LOG_NOTICE, "smtp.auth_failed", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip),
                MX_KV("user", s->sasl_login));
         session_client_error(s, 535, "5.7.8", "Authentication credentials invalid");
         break;
-    case INBOUND_AUTH_TEMPFAIL:
+    case MX_AUTH_TEMPFAIL:
         session_reply(s, 454, "4.7.0", "Temporary authentication failure, try again later");
         break;
-    case INBOUND_AUTH_BLOCKED:
+    case MX_AUTH_BLOCKED:
         mx_log(MX_LOG_WARNING, "smtp.auth_account_blocked", MX_KV("sid", s->sid),
                MX_KV("peer", s->peer_ip), MX_KV("user", s->sasl_login));
         session_reply(s, 454, "4.7.0", "Too many failed logins for this account, try later");
@@ -539,8 +541,8 @@ static void session_auth_check(struct inbound_session *s, const char *login, con
         return;
     }
     s->state = SESSION_WAIT;
-    s->auth_check = inbound_auth_start(s->server, s->sid, login, password, password_len,
-                                       session_on_auth, s);
+    s->auth_check = mx_auth_start(&s->server->auth, s->sid, login, password, password_len,
+                                  session_on_auth, s);
 }
 
 static void session_sasl_plain(struct inbound_session *s, const char *b64, size_t len)
@@ -584,8 +586,8 @@ static void session_cmd_auth(struct inbound_session *s, const struct smtp_cmd *c
         session_client_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");
         return;
     }
-    if (inbound_limits_auth_blocked(s->server->limits, s->peer_ip, inbound_now_ms(),
-                                    s->server->auth_window_ms, s->server->auth_max_failures_per_ip)) {
+    if (mx_limits_auth_blocked(s->server->limits, s->peer_ip, mx_now_ms(), s->server->auth.window_ms,
+                               s->server->auth_max_failures_per_ip)) {
         mx_log(MX_LOG_WARNING, "smtp.auth_ip_blocked", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip));
         session_reply(s, 454, "4.7.0", "Too many failed logins from your address, try later");
         return;
@@ -708,7 +710,7 @@ static void session_cmd_mail(struct inbound_session *s, const struct smtp_cmd *c
         return;
     }
     if (s->authenticated && s->instance->mode == INBOUND_MODE_MSA &&
-        (cmd->addr.is_null || !inbound_identity_owns(&s->identity, cmd->addr.addr))) {
+        (cmd->addr.is_null || !mx_identity_owns(&s->identity, cmd->addr.addr))) {
         mx_log(MX_LOG_NOTICE, "smtp.sender_not_owned", MX_KV("sid", s->sid),
                MX_KV("user", s->identity.mail), MX_KV("from", cmd->addr.addr));
         session_client_error(s, 553, "5.7.1", "Sender address rejected: not owned by user");
@@ -1352,10 +1354,12 @@ static void session_drive(struct inbound_session *s)
             return; /* resumed by session_on_write / session_on_below_output */
         if (s->state == SESSION_PROXY) {
             size_t avail = evbuffer_get_length(in);
-            uint8_t *head = evbuffer_pullup(in, avail < PROXY_V2_MAX ? (ssize_t)avail : PROXY_V2_MAX);
-            struct proxy_v2_result proxy;
+            if (avail > MX_PROXY_V2_MAX)
+                avail = MX_PROXY_V2_MAX;
+            uint8_t *head = evbuffer_pullup(in, (ssize_t)avail);
+            struct mx_proxy_v2_result proxy;
             const char *error = NULL;
-            int n = avail ? proxy_v2_parse(head, avail < PROXY_V2_MAX ? avail : PROXY_V2_MAX, &proxy, &error) : 0;
+            int n = avail ? mx_proxy_v2_parse(head, avail, &proxy, &error) : 0;
             if (n == 0) {
                 if (s->peer_eof)
                     session_close(s, "client closed before the PROXY header");
@@ -1370,10 +1374,7 @@ static void session_drive(struct inbound_session *s)
             evbuffer_drain(in, (size_t)n);
             if (!proxy.local) {
                 const struct sockaddr *src = (const struct sockaddr *)&proxy.source;
-                const void *addr = src->sa_family == AF_INET
-                                       ? (const void *)&((const struct sockaddr_in *)src)->sin_addr
-                                       : (const void *)&((const struct sockaddr_in6 *)src)->sin6_addr;
-                inet_ntop(src->sa_family, addr, s->peer_ip, sizeof s->peer_ip);
+                mx_net_addr_text(src, s->peer_ip, sizeof s->peer_ip);
                 s->peer_port = ntohs(src->sa_family == AF_INET
                                          ? ((const struct sockaddr_in *)src)->sin_port
                                          : ((const struct sockaddr_in6 *)src)->sin6_port);
@@ -1513,12 +1514,9 @@ void inbound_session_start(struct inbound_listener *listener, int fd, const stru
     s->server = server;
     s->instance = listener->instance;
     s->listener = listener;
-    s->started_ms = inbound_now_ms();
+    s->started_ms = mx_now_ms();
     snprintf(s->sid, sizeof s->sid, "S%llx", (unsigned long long)++server->sessions_started);
-    const void *addr = peer->sa_family == AF_INET
-                           ? (const void *)&((const struct sockaddr_in *)peer)->sin_addr
-                           : (const void *)&((const struct sockaddr_in6 *)peer)->sin6_addr;
-    inet_ntop(peer->sa_family, addr, s->peer_ip, sizeof s->peer_ip);
+    mx_net_addr_text(peer, s->peer_ip, sizeof s->peer_ip);
     s->peer_port = ntohs(peer->sa_family == AF_INET ? ((const struct sockaddr_in *)peer)->sin_port
                                                     : ((const struct sockaddr_in6 *)peer)->sin6_port);
     server->connections++;

@@ -230,6 +230,44 @@ int store_oplog_foreach(struct store *st, MDB_txn *txn, uint64_t from_seq, store
 /* store_oplog_type - type of a raw record; -1 if malformed/unknown version. */
 int store_oplog_type(const uint8_t *rec, size_t len);
 
+/* ---- replication (issue 6, store_replication.c drives these) ---------- */
+
+/* store_apply - on a replica: apply the primary's record seq (must be the
+ * last applied + 1) inside batch, keeping mailbox ids, UIDVALIDITY, UIDs,
+ * MODSEQs and file names exactly, and store the same bytes at the same
+ * seq in the oplog. body: an APPEND's message bytes, saved under the
+ * record's file name (NULL: the primary no longer had the file, an EXPUNGE
+ * of it follows). -1 with error_r (heap) when the record does not fit
+ * this index (the logs diverged) or on an I/O failure: abort the batch. */
+int store_apply(struct store_batch *batch, uint64_t seq, const uint8_t *rec, size_t len,
+                const void *body, size_t body_len, char **error_r);
+/* store_oplog_append_info - user, mailbox id, UID and file path
+ * ("<folder dir>/cur/<name>") of an APPEND record (heap strings); -1 if
+ * rec is not a well-formed APPEND. */
+int store_oplog_append_info(const uint8_t *rec, size_t len, char **user_r, uint64_t *mailbox_id_r,
+                            uint32_t *uid_r, char **rel_r);
+/* store_message_locate - the current full path of a live message found by
+ * mailbox id (the mailbox may have been renamed since the record): 0, 1 if
+ * it is gone (expunged, mailbox deleted), -1 on error. */
+int store_message_locate(struct store *st, MDB_txn *txn, const char *user, uint64_t mailbox_id,
+                         uint32_t uid, char **path_r);
+
+/* HA state in meta: "epoch" u64 (the highest epoch this store was told,
+ * persisted before it acts on it) and "epoch_history" (text
+ * "epoch:first_seq,...": in which epoch each range of the log was
+ * written; see store_replication.h). */
+struct store_ha_meta {
+    uint64_t epoch;
+    uint64_t seq; /* last oplog record */
+    char history[12288]; /* STORE_HISTORY_MAX ranges of two 20-digit numbers */
+};
+int store_ha_read(struct store *st, MDB_txn *txn, struct store_ha_meta *meta_r);
+/* store_ha_write - set epoch and/or history (NULL = keep) in batch. */
+int store_ha_write(struct store_batch *batch, const uint64_t *epoch, const char *history);
+/* store_wipe - empty the index (keeping "epoch") and remove every Maildir
+ * under the root: a replica's full resync starts from here. */
+int store_wipe(struct store *st, char **error_r);
+
 /* ---- start-up ---------------------------------------------------------- */
 
 struct store_recover_stats {
@@ -262,24 +300,6 @@ uint64_t store_flags_to_maildir(uint32_t flags);
 int store_flag_parse(const char *flag, uint32_t *bit_r);
 
 
-/* Bits of F_MAILBOX_ATTRS and F_CHANGE, F_FETCH_ITEMS (the wire header
- * names the fields; these values belong in mx_wire.h once the IMAP side
- * uses them). */
-#define STORE_ATTR_SUBSCRIBED 0x1u
-#define STORE_ATTR_HAS_CHILDREN 0x2u
-#define STORE_ATTR_SPECIAL_USE 0x4u
-#define STORE_CHANGE_NEW_MAIL 0x1u
-#define STORE_CHANGE_FLAGS 0x2u
-#define STORE_CHANGE_EXPUNGE 0x4u
-#define STORE_CHANGE_MAILBOX_LIST 0x8u
-#define STORE_FETCH_FLAGS 0x1u
-#define STORE_FETCH_MODSEQ 0x2u
-#define STORE_FETCH_INTERNALDATE 0x4u
-#define STORE_FETCH_SIZE 0x8u
-#define STORE_FETCH_ENVELOPE 0x10u
-#define STORE_FETCH_BODYSTRUCTURE 0x20u
-#define STORE_FETCH_MESSAGE_ID 0x40u
-#define STORE_FETCH_ALL 0x7fu
 
 /* ---- UID sets (store_uidset.c) ----------------------------------------- */
 

@@ -2,6 +2,7 @@
  * change them together with the Maildir. See store.h for the invariants. */
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -818,6 +819,44 @@ static int uv_file_write(struct store *st, uint64_t uv)
     return rc;
 }
 
+static int mailbox_new_locked(struct store_batch *b, const char *user, const char *name,
+                              const char *special_use, struct store_mailbox *mb);
+
+/* The RFC 6154 folders every account starts with. Created together with
+ * the account's INBOX (first delivery or first login), so mail clients
+ * find Drafts/Sent/Trash/Junk by their attribute instead of guessing or
+ * creating locale-named duplicates. */
+static const struct {
+    const char *name;
+    const char *special_use;
+} default_mailboxes[] = {
+    { "Drafts", "\\Drafts" },
+    { "Sent", "\\Sent" },
+    { "Trash", "\\Trash" },
+    { "Junk", "\\Junk" },
+};
+
+static int default_mailboxes_create(struct store_batch *b, const char *user)
+{
+    for (size_t i = 0; i < sizeof default_mailboxes / sizeof default_mailboxes[0]; i++) {
+        struct store_mailbox mb;
+        int got = store_mailbox_get(b->st, b->op, user, default_mailboxes[i].name, &mb);
+        if (got == 0)
+            continue; /* an operator or a migration made it already */
+        int err = 0;
+        const char *error;
+        if (got < 0 ||
+            batch_folder_get(b, user, default_mailboxes[i].name, true, &err, &error) == NULL ||
+            mailbox_new_locked(b, user, default_mailboxes[i].name,
+                               default_mailboxes[i].special_use, &mb) < 0) {
+            mx_log(MX_LOG_ERR, "store.default_mailbox_failed", MX_KV("user", user),
+                   MX_KV("mailbox", default_mailboxes[i].name));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* mailbox_new_locked - index a new mailbox (the folder exists on disk). */
 static int mailbox_new_locked(struct store_batch *b, const char *user, const char *name,
                               const char *special_use, struct store_mailbox *mb)
@@ -850,6 +889,8 @@ static int mailbox_new_locked(struct store_batch *b, const char *user, const cha
     if (meta_put_u64(b, "mailbox_id", mb->id) || meta_put_u64(b, "uidvalidity", uv) ||
         mailbox_put(b, user, name, mb) || oplog_put(b, &r))
         return -1;
+    if (strcmp(name, MAILBOX_NAME_INBOX) == 0)
+        return default_mailboxes_create(b, user);
     return 0;
 }
 
@@ -952,9 +993,14 @@ int store_append(struct store_batch *b, const struct store_append_req *req,
         ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "cannot open the Maildir");
         goto out;
     }
-    if (got == 1 && mailbox_new_locked(b, req->user, name, NULL, &mb) < 0) {
-        ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
-        goto out;
+    if (got == 1) {
+        if (mailbox_new_locked(b, req->user, name, NULL, &mb) < 0) {
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+            goto out;
+        }
+        /* creating INBOX opens the default folders too, which may move
+         * the batch's folder array: look ours up again */
+        f = batch_folder_get(b, req->user, name, true, &err, &error);
     }
     bool dedup = req->msgid && !mx_msgid_is_zero(req->msgid);
     uint64_t quota_used = 0;
@@ -1897,6 +1943,14 @@ static void recover_adopt_folders(struct store_batch *b, const char *user, bool 
         struct store_mailbox mb;
         if (op_begin(b, &res) < 0)
             break;
+        /* adopting INBOX creates the default folders with it: one of
+         * those may be later in this listing, already indexed now */
+        if (store_mailbox_get(b->st, b->op, user, fl.entries[i].name, &mb) == 0) {
+            op_end(b, false, &res);
+            *mbs = mx_reallocarray(*mbs, *n + 1, sizeof **mbs);
+            (*mbs)[(*n)++] = (struct mbox_ref){ mx_strdup(user), mx_strdup(fl.entries[i].name), mb.id };
+            continue;
+        }
         if (mailbox_new_locked(b, user, fl.entries[i].name, NULL, &mb) < 0 || op_end(b, true, &res) < 0) {
             if (b->op)
                 op_end(b, false, &res);
@@ -2004,4 +2058,596 @@ int store_recover_user(struct store *st, const char *only, struct store_recover_
         return -1;
     }
     return store_batch_commit(&b, error_r);
+}
+
+/* ---- replication (issue 6): applying a primary's records -------------- */
+
+/* A record's common head, decoded. */
+struct op_head {
+    uint8_t type;
+    char user[512];
+    char name[1024];
+    uint64_t mailbox_id;
+    uint32_t uidvalidity;
+};
+
+static int op_head_read(struct srd *r, struct op_head *h)
+{
+    if (rd_u8(r) != STORE_OP_VERSION)
+        return -1;
+    h->type = rd_u8(r);
+    rd_str(r, h->user, sizeof h->user);
+    rd_str(r, h->name, sizeof h->name);
+    h->mailbox_id = rd_u64(r);
+    h->uidvalidity = rd_u32(r);
+    return r->bad ? -1 : 0;
+}
+
+/* rel_split - "<dir>/cur/<file>" (dir may be empty) -> subdir + file; the
+ * folder directory is recomputed from the mailbox name, so a hostile path
+ * cannot name anything but a file in that folder. */
+static int rel_split(const char *rel, enum maildir_subdir *subdir_r, const char **file_r)
+{
+    const char *slash = strrchr(rel, '/');
+    if (slash == NULL || !maildir_filename_safe(slash + 1))
+        return -1;
+    size_t prefix = (size_t)(slash - rel);
+    if (prefix < 3)
+        return -1;
+    const char *sub = slash - 3;
+    if (sub != rel && sub[-1] != '/')
+        return -1;
+    if (memcmp(sub, "cur", 3) == 0)
+        *subdir_r = MAILDIR_CUR;
+    else if (memcmp(sub, "new", 3) == 0)
+        *subdir_r = MAILDIR_NEW;
+    else
+        return -1;
+    *file_r = slash + 1;
+    return 0;
+}
+
+int store_oplog_append_info(const uint8_t *rec, size_t len, char **user_r, uint64_t *mailbox_id_r,
+                            uint32_t *uid_r, char **rel_r)
+{
+    struct srd r = { rec, len, 0, false };
+    struct op_head h;
+    if (op_head_read(&r, &h) < 0 || h.type != STORE_OP_APPEND)
+        return -1;
+    uint32_t uid = rd_u32(&r);
+    char rel[2048];
+    rd_str(&r, rel, sizeof rel);
+    if (r.bad)
+        return -1;
+    *user_r = mx_strdup(h.user);
+    *mailbox_id_r = h.mailbox_id;
+    *uid_r = uid;
+    *rel_r = mx_strdup(rel);
+    return 0;
+}
+
+int store_message_locate(struct store *st, MDB_txn *txn, const char *user, uint64_t mailbox_id,
+                         uint32_t uid, char **path_r)
+{
+    size_t ul = strlen(user);
+    MDB_cursor *c;
+    if (mdb_cursor_open(txn, st->mailboxes, &c) != 0)
+        return -1;
+    MDB_val k = { ul + 1, (void *)user }, v;
+    char *name = NULL;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && name == NULL;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= ul + 1 || memcmp(k.mv_data, user, ul + 1) != 0)
+            break;
+        struct store_mailbox mb;
+        if (mailbox_decode(v.mv_data, v.mv_size, &mb) == 0 && mb.id == mailbox_id)
+            name = mx_strndup((const char *)k.mv_data + ul + 1, k.mv_size - ul - 1);
+    }
+    mdb_cursor_close(c);
+    struct store_message m;
+    char *udir = NULL, *dir = NULL;
+    const char *error;
+    int ret = 1;
+    if (name && store_message_get(st, txn, mailbox_id, uid, &m) == 0 && !m.expunged &&
+        store_user_dir(st, user, &udir, &error) == 0 && mailbox_name_to_dir(name, &dir, &error) == 0) {
+        *path_r = mx_asprintf("%s/%s%s%s/%s", udir, dir, *dir ? "/" : "",
+                              m.subdir == MAILDIR_CUR ? "cur" : "new", m.file);
+        ret = 0;
+    }
+    free(udir);
+    free(dir);
+    free(name);
+    return ret;
+}
+
+/* apply_file - save body under the record's exact file name: tmp/, fsync,
+ * mtime = internal date, rename into cur/ or new/ (replacing a copy an
+ * earlier, uncommitted apply left). The directory fsync is the batch's. */
+static int apply_file(struct batch_folder *f, const char *name, enum maildir_subdir subdir,
+                      const char *file, const void *body, size_t len, uint64_t idate,
+                      char **error_r)
+{
+    char *dir = NULL;
+    const char *error;
+    if (mailbox_name_to_dir(name, &dir, &error) < 0) {
+        *error_r = mx_asprintf("mailbox %s: %s", name, error);
+        return -1;
+    }
+    const char *sep = *dir ? "/" : "";
+    char *tmp = mx_asprintf("%s%stmp/%s", dir, sep, file);
+    char *dst = mx_asprintf("%s%s%s/%s", dir, sep, subdir == MAILDIR_CUR ? "cur" : "new", file);
+    int rootfd = maildir_root_fd(f->md);
+    int ret = -1;
+    int fd = openat(rootfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        *error_r = mx_asprintf("create %s/%s: %s", maildir_path(f->md), tmp, strerror(errno));
+        goto out;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, (const uint8_t *)body + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    struct timespec times[2] = { { (time_t)(idate / 1000), (long)(idate % 1000) * 1000000 },
+                                 { (time_t)(idate / 1000), (long)(idate % 1000) * 1000000 } };
+    if (done != len || futimens(fd, times) != 0 || fsync(fd) != 0) {
+        *error_r = mx_asprintf("write %s/%s: %s", maildir_path(f->md), tmp, strerror(errno));
+        close(fd);
+        (void)unlinkat(rootfd, tmp, 0);
+        goto out;
+    }
+    close(fd);
+    if (renameat(rootfd, tmp, rootfd, dst) != 0) {
+        *error_r = mx_asprintf("rename %s/%s: %s", maildir_path(f->md), dst, strerror(errno));
+        (void)unlinkat(rootfd, tmp, 0);
+        goto out;
+    }
+    f->dirty = true;
+    ret = 0;
+out:
+    free(tmp);
+    free(dst);
+    free(dir);
+    return ret;
+}
+
+static int apply_append(struct store_batch *b, struct srd *r, const struct op_head *h,
+                        struct store_mailbox *mb, const void *body, size_t body_len, char **error_r)
+{
+    struct store_message m;
+    memset(&m, 0, sizeof m);
+    char rel[2048];
+    m.uid = rd_u32(r);
+    rd_str(r, rel, sizeof rel);
+    m.flags = rd_u32(r) & STORE_FLAG_ALL;
+    rd_str(r, m.keywords, sizeof m.keywords);
+    m.modseq = rd_u64(r);
+    m.internaldate = rd_u64(r);
+    m.size = rd_u64(r);
+    const uint8_t *id = rd_take(r, MX_MSGID_SIZE);
+    const char *file;
+    if (r->bad || id == NULL || rel_split(rel, &m.subdir, &file) < 0) {
+        *error_r = mx_strdup("malformed APPEND record");
+        return -1;
+    }
+    memcpy(m.msgid.bytes, id, MX_MSGID_SIZE);
+    snprintf(m.file, sizeof m.file, "%s", file);
+    int err;
+    const char *error;
+    struct batch_folder *f = batch_folder_get(b, h->user, h->name, true, &err, &error);
+    if (f == NULL) {
+        *error_r = mx_asprintf("user %s mailbox %s: %s", h->user, h->name, error);
+        return -1;
+    }
+    uint8_t *blob = NULL;
+    size_t blob_len = 0;
+    if (body) {
+        if (apply_file(f, h->name, m.subdir, m.file, body, body_len, m.internaldate, error_r) < 0)
+            return -1;
+        struct mime_cache *mc = NULL;
+        if (mime_cache_build(body, body_len, &mc, &error) == 0) {
+            mime_cache_serialize(mc, &blob, &blob_len);
+            mime_cache_free(&mc);
+        }
+        (void)maildirsize_append(f->md, (int64_t)body_len, 1, &error);
+    }
+    /* else: the primary no longer had the file (expunged since): an
+     * EXPUNGE record follows, as on the primary */
+    m.mime = blob;
+    m.mime_len = blob_len;
+    if (m.uid >= mb->uidnext)
+        mb->uidnext = m.uid + 1;
+    if (m.modseq > mb->highestmodseq)
+        mb->highestmodseq = m.modseq;
+    mb->messages++;
+    mb->unseen += !(m.flags & STORE_FLAG_SEEN);
+    mb->bytes += m.size;
+    int rc = message_put(b, mb->id, &m);
+    free(blob);
+    if (rc == 0 && !mx_msgid_is_zero(&m.msgid)) {
+        uint8_t dk[8 + MX_MSGID_SIZE], uidb[4];
+        be64(dk, mb->id);
+        memcpy(dk + 8, m.msgid.bytes, MX_MSGID_SIZE);
+        be32(uidb, m.uid);
+        MDB_val k = { sizeof dk, dk }, v = { 4, uidb };
+        rc = mdb_put(b->op, b->st->dedup, &k, &v, MDB_NOOVERWRITE);
+        if (rc == MDB_KEYEXIST)
+            rc = 0; /* a copy of a message already there: the primary kept the first */
+    }
+    if (rc != 0)
+        *error_r = mx_asprintf("index put: %s", mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+static int apply_message_change(struct store_batch *b, struct srd *r, const struct op_head *h,
+                                struct store_mailbox *mb, char **error_r)
+{
+    struct store_message m;
+    uint32_t uid = rd_u32(r);
+    uint32_t flags = 0;
+    char kw[STORE_KEYWORDS_MAX] = "";
+    if (h->type == STORE_OP_FLAGS) {
+        flags = rd_u32(r) & STORE_FLAG_ALL;
+        rd_str(r, kw, sizeof kw);
+    }
+    uint64_t modseq = rd_u64(r);
+    if (r->bad) {
+        *error_r = mx_strdup("malformed record");
+        return -1;
+    }
+    if (store_message_get(b->st, b->op, mb->id, uid, &m) != 0 || m.expunged) {
+        *error_r = mx_asprintf("user %s mailbox %s: no live message uid %u", h->user, h->name, uid);
+        return -1;
+    }
+    if (h->type == STORE_OP_FLAGS) {
+        if ((m.flags & STORE_FLAG_SEEN) && !(flags & STORE_FLAG_SEEN))
+            mb->unseen++;
+        else if (!(m.flags & STORE_FLAG_SEEN) && (flags & STORE_FLAG_SEEN) && mb->unseen)
+            mb->unseen--;
+        m.flags = flags;
+        memcpy(m.keywords, kw, sizeof kw);
+    } else {
+        int err;
+        const char *error;
+        struct batch_folder *f = batch_folder_get(b, h->user, h->name, false, &err, &error);
+        if (f && maildir_message_expunge(f->folder, m.subdir, m.file, 0, &error) == 0) {
+            f->dirty = true;
+            (void)maildirsize_append(f->md, -(int64_t)m.size, -1, &error);
+        }
+        m.expunged = true;
+        m.mime = NULL;
+        m.mime_len = 0;
+        if (mb->messages)
+            mb->messages--;
+        if (!(m.flags & STORE_FLAG_SEEN) && mb->unseen)
+            mb->unseen--;
+        mb->bytes = mb->bytes >= m.size ? mb->bytes - m.size : 0;
+    }
+    m.modseq = modseq;
+    if (modseq > mb->highestmodseq)
+        mb->highestmodseq = modseq;
+    int rc = message_put(b, mb->id, &m);
+    if (rc != 0)
+        *error_r = mx_asprintf("index put: %s", mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+static int apply_mailbox_create(struct store_batch *b, struct srd *r, const struct op_head *h,
+                                char **error_r)
+{
+    struct store_mailbox mb;
+    memset(&mb, 0, sizeof mb);
+    rd_str(r, mb.special_use, sizeof mb.special_use);
+    if (r->bad) {
+        *error_r = mx_strdup("malformed MAILBOX_CREATE record");
+        return -1;
+    }
+    int got = store_mailbox_get(b->st, b->op, h->user, h->name, &mb);
+    if (got != 1) {
+        *error_r = mx_asprintf("user %s mailbox %s: %s", h->user, h->name,
+                               got == 0 ? "exists already" : "index read failed");
+        return -1;
+    }
+    int err;
+    const char *error;
+    if (batch_folder_get(b, h->user, h->name, true, &err, &error) == NULL) {
+        *error_r = mx_asprintf("user %s mailbox %s: %s", h->user, h->name, error);
+        return -1;
+    }
+    mb.id = h->mailbox_id;
+    mb.uidvalidity = h->uidvalidity;
+    mb.uidnext = 1;
+    mb.highestmodseq = 1;
+    mb.subscribed = true;
+    /* the counters a promotion continues from: never below what the
+     * primary handed out */
+    uint64_t id, uv;
+    if (meta_get_u64(b, b->op, "mailbox_id", &id) < 0 || meta_get_u64(b, b->op, "uidvalidity", &uv) < 0) {
+        *error_r = mx_strdup("index meta unreadable");
+        return -1;
+    }
+    int rc = 0;
+    if (mb.id > id)
+        rc = meta_put_u64(b, "mailbox_id", mb.id);
+    if (rc == 0 && mb.uidvalidity > uv) {
+        rc = meta_put_u64(b, "uidvalidity", mb.uidvalidity);
+        if (rc == 0 && mb.uidvalidity > uv_file_read(b->st) && uv_file_write(b->st, mb.uidvalidity) < 0)
+            rc = EIO;
+    }
+    if (rc == 0)
+        rc = mailbox_put(b, h->user, h->name, &mb);
+    if (rc != 0)
+        *error_r = mx_asprintf("index put: %s", rc == EIO ? "uidvalidity file" : mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+static int apply_mailbox_delete(struct store_batch *b, const struct op_head *h,
+                                const struct store_mailbox *mb, char **error_r)
+{
+    char *kb;
+    MDB_val k = mailbox_key(h->user, h->name, &kb);
+    int bad = del_prefix(b, b->st->messages, mb->id) < 0 || del_prefix(b, b->st->dedup, mb->id) < 0 ||
+              mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0;
+    free(kb);
+    int err;
+    const char *error;
+    struct batch_folder *f = bad ? NULL : batch_folder_get(b, h->user, MAILBOX_NAME_INBOX, false, &err, &error);
+    if (f && maildir_folder_delete(f->md, h->name, &error) < 0 && errno != ENOENT) {
+        *error_r = mx_asprintf("user %s: delete folder %s: %s", h->user, h->name, error);
+        return -1;
+    }
+    if (bad)
+        *error_r = mx_asprintf("user %s mailbox %s: index delete failed", h->user, h->name);
+    return bad ? -1 : 0;
+}
+
+static int apply_mailbox_rename(struct store_batch *b, struct srd *r, const struct op_head *h,
+                                const struct store_mailbox *mb, char **error_r)
+{
+    char target[1024];
+    rd_str(r, target, sizeof target);
+    struct store_result res;
+    char *canonical = r->bad ? NULL : canon(target, &res);
+    if (canonical == NULL || strcmp(canonical, target) != 0) {
+        free(canonical);
+        *error_r = mx_strdup("malformed MAILBOX_RENAME record");
+        return -1;
+    }
+    free(canonical);
+    int err;
+    const char *error;
+    struct batch_folder *f = batch_folder_get(b, h->user, MAILBOX_NAME_INBOX, false, &err, &error);
+    /* the first record of a rename moves the children's folders too: for
+     * theirs the folder is already gone (ENOENT) */
+    if (f == NULL || (maildir_folder_rename(f->md, h->name, target, &error) < 0 && errno != ENOENT)) {
+        *error_r = mx_asprintf("user %s: rename folder %s: %s", h->user, h->name, error);
+        return -1;
+    }
+    for (size_t i = 0; i < b->n_folders; i++)
+        if (strcmp(b->folders[i].user, h->user) == 0 && strcmp(b->folders[i].name, MAILBOX_NAME_INBOX) != 0 &&
+            (strcmp(b->folders[i].name, h->name) == 0 || mailbox_name_is_descendant(b->folders[i].name, h->name))) {
+            const char *e2;
+            if (b->folders[i].dirty)
+                (void)maildir_folder_fsync(b->folders[i].folder, &e2);
+            b->folders[i].dirty = false;
+            free(b->folders[i].user);
+            b->folders[i].user = mx_strdup("");
+        }
+    char *kb;
+    MDB_val k = mailbox_key(h->user, h->name, &kb);
+    int rc = mdb_del(b->op, b->st->mailboxes, &k, NULL);
+    free(kb);
+    if (rc == 0)
+        rc = mailbox_put(b, h->user, target, mb);
+    if (rc != 0)
+        *error_r = mx_asprintf("index put: %s", mdb_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+int store_apply(struct store_batch *b, uint64_t seq, const uint8_t *rec, size_t len,
+                const void *body, size_t body_len, char **error_r)
+{
+    *error_r = NULL;
+    if (seq != b->seq + 1) {
+        *error_r = mx_asprintf("record %llu does not follow the last applied %llu",
+                               (unsigned long long)seq, (unsigned long long)b->seq);
+        return -1;
+    }
+    struct srd r = { rec, len, 0, false };
+    struct op_head h;
+    struct store_result res;
+    if (op_head_read(&r, &h) < 0 || store_oplog_type(rec, len) < 0) {
+        *error_r = mx_asprintf("record %llu: unknown version or malformed head", (unsigned long long)seq);
+        return -1;
+    }
+    if (op_begin(b, &res) < 0) {
+        *error_r = mx_strdup("index transaction failed");
+        return -1;
+    }
+    struct store_mailbox mb;
+    int rc = 0;
+    if (h.type != STORE_OP_MAILBOX_CREATE) {
+        int got = store_mailbox_get(b->st, b->op, h.user, h.name, &mb);
+        if (got != 0 || mb.id != h.mailbox_id || mb.uidvalidity != h.uidvalidity) {
+            *error_r = mx_asprintf("user %s mailbox %s: %s", h.user, h.name,
+                                   got < 0   ? "index read failed"
+                                   : got > 0 ? "unknown here (the logs diverged)"
+                                             : "id or UIDVALIDITY differ (the logs diverged)");
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        switch (h.type) {
+        case STORE_OP_APPEND:
+            rc = apply_append(b, &r, &h, &mb, body, body_len, error_r);
+            break;
+        case STORE_OP_FLAGS:
+        case STORE_OP_EXPUNGE:
+            rc = apply_message_change(b, &r, &h, &mb, error_r);
+            break;
+        case STORE_OP_MAILBOX_CREATE:
+            rc = apply_mailbox_create(b, &r, &h, error_r);
+            break;
+        case STORE_OP_MAILBOX_DELETE:
+            rc = apply_mailbox_delete(b, &h, &mb, error_r);
+            break;
+        case STORE_OP_MAILBOX_RENAME:
+            rc = apply_mailbox_rename(b, &r, &h, &mb, error_r);
+            break;
+        case STORE_OP_MAILBOX_SUBSCRIBE:
+            mb.subscribed = rd_u8(&r) != 0;
+            rc = r.bad ? -1 : 0;
+            if (rc < 0)
+                *error_r = mx_strdup("malformed MAILBOX_SUBSCRIBE record");
+            break;
+        default:
+            rc = -1;
+            *error_r = mx_strdup("unknown record type");
+            break;
+        }
+    }
+    if (rc == 0 && (h.type == STORE_OP_APPEND || h.type == STORE_OP_FLAGS ||
+                    h.type == STORE_OP_EXPUNGE || h.type == STORE_OP_MAILBOX_SUBSCRIBE) &&
+        mailbox_put(b, h.user, h.name, &mb) != 0) {
+        *error_r = mx_strdup("index put failed");
+        rc = -1;
+    }
+    if (rc == 0) {
+        /* the primary's bytes, at the primary's sequence number */
+        struct sbuf copy = { 0 };
+        sb_put(&copy, rec, len);
+        if (oplog_put(b, &copy) != 0) {
+            *error_r = mx_strdup("oplog put failed");
+            rc = -1;
+        }
+    }
+    if (rc < 0) {
+        char *detail = *error_r;
+        *error_r = mx_asprintf("record %llu: %s", (unsigned long long)seq, detail ? detail : "failed");
+        free(detail);
+        op_end(b, false, &res);
+        return -1;
+    }
+    return op_end(b, true, &res) == 0 ? 0 : (*error_r = mx_strdup("index commit failed"), -1);
+}
+
+/* ---- replication state in meta ---------------------------------------- */
+
+#define HISTORY_KEY "epoch_history"
+
+int store_ha_read(struct store *st, MDB_txn *txn, struct store_ha_meta *m)
+{
+    memset(m, 0, sizeof *m);
+    struct store_batch probe = { .st = st };
+    if (meta_get_u64(&probe, txn, "epoch", &m->epoch) < 0 || meta_get_u64(&probe, txn, "seq", &m->seq) < 0)
+        return -1;
+    MDB_val k = { strlen(HISTORY_KEY), HISTORY_KEY }, v;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0 || v.mv_size >= sizeof m->history)
+        return -1;
+    memcpy(m->history, v.mv_data, v.mv_size);
+    m->history[v.mv_size] = '\0';
+    return 0;
+}
+
+int store_ha_write(struct store_batch *b, const uint64_t *epoch, const char *history)
+{
+    struct store_result res;
+    if (op_begin(b, &res) < 0)
+        return -1;
+    int rc = epoch ? meta_put_u64(b, "epoch", *epoch) : 0;
+    if (rc == 0 && history) {
+        MDB_val k = { strlen(HISTORY_KEY), HISTORY_KEY }, v = { strlen(history), (void *)history };
+        rc = strlen(history) >= sizeof ((struct store_ha_meta *)0)->history
+                 ? EINVAL
+                 : mdb_put(b->op, b->st->meta, &k, &v, 0);
+    }
+    if (rc != 0) {
+        mx_log(MX_LOG_ERR, "store.ha_meta_write_failed", MX_KV("error", mdb_strerror(rc)));
+        op_end(b, false, &res);
+        return -1;
+    }
+    return op_end(b, true, &res);
+}
+
+/* wipe_tree - remove path (below parent_fd) and everything in it,
+ * without following symlinks. */
+static int wipe_tree(int parent_fd, const char *path)
+{
+    int fd = openat(parent_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOTDIR || errno == ELOOP ? unlinkat(parent_fd, path, 0) : -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    int ret = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (wipe_tree(dirfd(d), de->d_name) < 0)
+            ret = -1;
+    }
+    closedir(d);
+    if (ret == 0 && unlinkat(parent_fd, path, AT_REMOVEDIR) != 0)
+        ret = -1;
+    return ret;
+}
+
+int store_wipe(struct store *st, char **error_r)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    MDB_dbi dbis[] = { st->oplog, st->mailboxes, st->messages, st->dedup };
+    for (size_t i = 0; rc == 0 && i < sizeof dbis / sizeof dbis[0]; i++)
+        rc = mdb_drop(txn, dbis[i], 0);
+    static const char *const keys[] = { "seq", "mailbox_id", HISTORY_KEY };
+    for (size_t i = 0; rc == 0 && i < sizeof keys / sizeof keys[0]; i++) {
+        MDB_val k = { strlen(keys[i]), (void *)keys[i] };
+        rc = mdb_del(txn, st->meta, &k, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+    } else {
+        mdb_txn_abort(txn);
+    }
+    if (rc != 0) {
+        *error_r = mx_asprintf("store: wipe index under %s: %s", st->root, mdb_strerror(rc));
+        return -1;
+    }
+    /* The index no longer names any file: remove the Maildirs. A crash in
+     * between leaves files that start-up adopts as orphans; the primary
+     * then sees a diverged log and resyncs again. */
+    DIR *d = opendir(st->root);
+    if (d == NULL) {
+        *error_r = mx_asprintf("store: wipe %s: %s", st->root, strerror(errno));
+        return -1;
+    }
+    int ret = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue; /* ".", "..", ".index", ".uidvalidity": never a domain */
+        if (wipe_tree(dirfd(d), de->d_name) < 0) {
+            *error_r = mx_asprintf("store: wipe %s/%s: %s", st->root, de->d_name, strerror(errno));
+            ret = -1;
+            break;
+        }
+    }
+    if (ret == 0 && fsync(dirfd(d)) != 0) {
+        *error_r = mx_asprintf("store: fsync %s: %s", st->root, strerror(errno));
+        ret = -1;
+    }
+    closedir(d);
+    return ret;
 }

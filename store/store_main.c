@@ -7,10 +7,12 @@
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "mx_alloc.h"
 #include "mx_daemon.h"
 #include "mx_log.h"
+#include "store_replication.h"
 #include "store_server.h"
 
 extern const struct mx_option store_options[];
@@ -41,6 +43,24 @@ int main(int argc, char **argv)
                            mx_config_string(&root, "store.publish"),
                            (unsigned)mx_config_int(&root, "store.max_batch"), &server, &error) < 0)
         goto out;
+    const char *ha_control = mx_config_string(&root, "store.ha_control");
+    if (ha_control && *ha_control) {
+        const char *mode = mx_config_string(&root, "store.replication_mode"); /* sync|async */
+        long long lease = mx_config_duration_ms(&root, "store.ha_lease");
+        struct store_repl_config ha = {
+            .shard = mx_config_string(&root, "store.shard"),
+            .pair = mx_config_string(&root, "store.pair"),
+            .ha_control = ha_control,
+            .listen = mx_config_string(&root, "store.replication_listen"),
+            .sync = strcmp(mode, "sync") == 0,
+            .timeout_ms = (unsigned)mx_config_duration_ms(&root, "store.replication_timeout"),
+            .lease_ms = (unsigned)lease,
+            /* several reports per lease, so one lost answer does not fence */
+            .heartbeat_ms = (unsigned)(lease / 6 > 500 ? 500 : lease / 6 > 20 ? lease / 6 : 20),
+        };
+        if (store_server_enable_ha(server, &ha, &error) < 0)
+            goto out;
+    }
     const char *user = mx_config_string(&root, "store.user");
     if (user && *user && mx_daemon_drop_privileges(user, &error) < 0)
         goto out;

@@ -6,16 +6,25 @@
  * writer thread; jobs queued while it is busy form the next batch, which
  * is one LMDB write transaction: N concurrent appends cost their file
  * fsyncs, one directory fsync per touched folder and one index commit.
- * The reply goes out on the loop after the commit (eventfd wake-up). */
+ * The reply goes out on the loop after the commit (eventfd wake-up).
+ *
+ * With HA (store_server_enable_ha, store_replication.h) a store serves
+ * clients only as PRIMARY (otherwise STALE_EPOCH, so clients try the next
+ * endpoint), and a committed write's reply is held on the loop until the
+ * replicas acked its batch (sync mode): the writer thread goes on with the
+ * next batch meanwhile. */
 #include "store_server.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/sha.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,6 +34,7 @@
 #include "mime_cache.h"
 #include "mx_alloc.h"
 #include "mx_log.h"
+#include "store_replication.h"
 
 struct store_job {
     struct store_job *next;
@@ -43,6 +53,7 @@ struct store_job {
     uint32_t change;
     uint32_t change_new; /* COPY/MOVE: change of mailbox_new */
     uint64_t modseq;
+    uint64_t seq; /* last oplog seq of its committed batch; 0 = wrote nothing */
 };
 
 struct store_server {
@@ -60,6 +71,10 @@ struct store_server {
     struct store_job *queue, **queue_tail, *done, **done_tail;
     int wakeup_fd;
     struct event *wakeup_ev;
+    /* HA: NULL = standalone primary */
+    struct store_repl *repl;
+    atomic_bool writable; /* the writer runs batches only while primary */
+    struct store_job *waiting, **waiting_tail; /* committed, replies held */
 };
 
 static void job_free(struct store_job *j)
@@ -181,17 +196,17 @@ static void run_job(struct store *st, struct store_batch *b, struct store_job *j
             mx_frame_put_u64(&j->reply, F_QUOTA_USED, res.quota_used);
             mx_frame_put_u64(&j->reply, F_QUOTA_BYTES, res.quota_bytes);
         }
-        j->change = res.status == MX_STATUS_OK ? STORE_CHANGE_NEW_MAIL : 0;
+        j->change = res.status == MX_STATUS_OK ? MX_CHANGE_NEW_MAIL : 0;
         j->modseq = res.modseq;
         return;
     }
     case MSG_ANY_STORE_MAILBOX_CREATE:
         (void)store_mailbox_create(b, j->user, j->mailbox, j->special_use, &res);
-        j->change = STORE_CHANGE_MAILBOX_LIST;
+        j->change = MX_CHANGE_MAILBOX_LIST;
         break;
     case MSG_ANY_STORE_MAILBOX_DELETE:
         (void)store_mailbox_delete(b, j->user, j->mailbox, &res);
-        j->change = STORE_CHANGE_MAILBOX_LIST;
+        j->change = MX_CHANGE_MAILBOX_LIST;
         break;
     case MSG_ANY_STORE_MAILBOX_RENAME:
         if (j->mailbox_new == NULL) {
@@ -200,11 +215,11 @@ static void run_job(struct store *st, struct store_batch *b, struct store_job *j
             break;
         }
         (void)store_mailbox_rename(b, j->user, j->mailbox, j->mailbox_new, &res);
-        j->change = STORE_CHANGE_MAILBOX_LIST;
+        j->change = MX_CHANGE_MAILBOX_LIST;
         break;
     case MSG_ANY_STORE_MAILBOX_SUBSCRIBE:
         (void)store_mailbox_subscribe(b, j->user, j->mailbox, j->subscribe != 0, &res);
-        j->change = STORE_CHANGE_MAILBOX_LIST;
+        j->change = MX_CHANGE_MAILBOX_LIST;
         break;
     case MSG_ANY_STORE_FLAGS_STORE: {
         struct match_ctx mc;
@@ -237,7 +252,7 @@ static void run_job(struct store *st, struct store_batch *b, struct store_job *j
         }
         free(modified);
         free(mc.uids);
-        j->change = STORE_CHANGE_FLAGS;
+        j->change = MX_CHANGE_FLAGS;
         j->modseq = res.modseq;
         return;
     }
@@ -263,7 +278,7 @@ static void run_job(struct store *st, struct store_batch *b, struct store_job *j
         }
         free(gone);
         free(mc.uids);
-        j->change = n_gone ? STORE_CHANGE_EXPUNGE : 0;
+        j->change = n_gone ? MX_CHANGE_EXPUNGE : 0;
         j->modseq = res.modseq;
         return;
     }
@@ -295,8 +310,8 @@ static void run_job(struct store *st, struct store_batch *b, struct store_job *j
             free(a);
             free(d);
         }
-        j->change = n && j->move ? STORE_CHANGE_EXPUNGE : 0;
-        j->change_new = n ? STORE_CHANGE_NEW_MAIL : 0;
+        j->change = n && j->move ? MX_CHANGE_EXPUNGE : 0;
+        j->change_new = n ? MX_CHANGE_NEW_MAIL : 0;
         j->modseq = res.modseq;
         free(src);
         free(dst);
@@ -339,11 +354,25 @@ static void *writer_main(void *arg)
 
         struct store_batch *b = NULL;
         char *error = NULL;
+        uint64_t seq = 0;
+        if (!atomic_load(&s->writable)) {
+            /* demoted while these queued: nothing of them may enter the
+             * log, which a new primary's log would then contradict */
+            for (struct store_job *j = batch; j; j = j->next) {
+                j->status = MX_STATUS_STALE_EPOCH;
+                ack_frame(&j->reply, MX_STATUS_STALE_EPOCH, "not the primary");
+            }
+            goto done;
+        }
         int ok = store_batch_begin(s->st, &b, &error) == 0;
         for (struct store_job *j = batch; ok && j; j = j->next)
             run_job(s->st, b, j);
+        if (ok)
+            seq = store_batch_last_seq(b);
         if (ok && store_batch_commit(&b, &error) < 0)
             ok = 0;
+        for (struct store_job *j = batch; ok && j; j = j->next)
+            j->seq = seq;
         if (!ok) {
             mx_log(MX_LOG_ERR, "store.batch_failed", MX_KV("error", error), MX_KVU("jobs", n));
             for (struct store_job *j = batch; j; j = j->next) {
@@ -354,7 +383,7 @@ static void *writer_main(void *arg)
             }
         }
         free(error);
-
+    done:
         pthread_mutex_lock(&s->lock);
         *s->done_tail = batch;
         s->done_tail = &last->next;
@@ -368,7 +397,62 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* on_wakeup - on the loop: send the replies of committed batches. */
+/* reply_job - send a committed job's reply (and its change events). */
+static void reply_job(struct store_server *s, struct store_job *j)
+{
+    const char *error = NULL;
+    if (j->seq && !store_repl_primary(s->repl)) {
+        /* fenced or demoted before the replicas confirmed: the write
+         * may not survive a failover, so it is not acknowledged (a
+         * retry at the new primary dedups or redoes it) */
+        mx_frame_free(&j->reply);
+        j->status = MX_STATUS_STALE_EPOCH;
+        ack_frame(&j->reply, MX_STATUS_STALE_EPOCH, "not the primary any more");
+    }
+    if (mx_server_reply(&j->req, &j->reply, &error) < 0)
+        mx_log(MX_LOG_WARNING, "store.reply_failed", MX_KV("error", error), MX_KV("user", j->user));
+    for (int k = 0; k < 2; k++) {
+        uint32_t change = k ? j->change_new : j->change;
+        const char *mailbox = k ? j->mailbox_new : j->mailbox;
+        if (!change || j->status != MX_STATUS_OK || s->pub == NULL || mailbox == NULL ||
+            strlen(j->user) > MX_BUS_TOPIC_MAX)
+            continue;
+        struct mx_frame ev;
+        mx_frame_init(&ev, MSG_STORE_ANY_MAILBOX_CHANGED, 0, NULL);
+        mx_frame_put_str(&ev, F_USER, j->user);
+        mx_frame_put_str(&ev, F_MAILBOX, mailbox);
+        mx_frame_put_u64(&ev, F_MODSEQ, j->modseq);
+        mx_frame_put_u32(&ev, F_CHANGE, change);
+        (void)mx_pub_send(s->pub, j->user, &ev, &error);
+        mx_frame_free(&ev);
+    }
+    job_free(j);
+}
+
+/* release_waiting - reply to held jobs the replicas have confirmed, or
+ * refuse them all once the store is not primary. */
+static void release_waiting(struct store_server *s)
+{
+    bool primary = store_repl_primary(s->repl);
+    uint64_t safe = store_repl_safe_seq(s->repl);
+    while (s->waiting && (!primary || s->waiting->seq <= safe)) {
+        struct store_job *j = s->waiting;
+        s->waiting = j->next;
+        if (s->waiting == NULL)
+            s->waiting_tail = &s->waiting;
+        reply_job(s, j);
+    }
+}
+
+static void on_repl_change(void *ctx)
+{
+    struct store_server *s = ctx;
+    atomic_store(&s->writable, store_repl_primary(s->repl));
+    release_waiting(s);
+}
+
+/* on_wakeup - on the loop: ship committed batches, reply to those that
+ * need no replica confirmation. */
 static void on_wakeup(evutil_socket_t fd, short what, void *arg)
 {
     struct store_server *s = arg;
@@ -381,29 +465,26 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     s->done = NULL;
     s->done_tail = &s->done;
     pthread_mutex_unlock(&s->lock);
+    uint64_t last = 0;
+    for (struct store_job *j = done; j; j = j->next)
+        if (j->seq > last)
+            last = j->seq;
+    if (last)
+        store_repl_committed(s->repl, last);
+    uint64_t safe = store_repl_safe_seq(s->repl);
     while (done) {
         struct store_job *j = done;
         done = j->next;
-        const char *error = NULL;
-        if (mx_server_reply(&j->req, &j->reply, &error) < 0)
-            mx_log(MX_LOG_WARNING, "store.reply_failed", MX_KV("error", error), MX_KV("user", j->user));
-        for (int k = 0; k < 2; k++) {
-            uint32_t change = k ? j->change_new : j->change;
-            const char *mailbox = k ? j->mailbox_new : j->mailbox;
-            if (!change || j->status != MX_STATUS_OK || s->pub == NULL || mailbox == NULL ||
-                strlen(j->user) > MX_BUS_TOPIC_MAX)
-                continue;
-            struct mx_frame ev;
-            mx_frame_init(&ev, MSG_STORE_ANY_MAILBOX_CHANGED, 0, NULL);
-            mx_frame_put_str(&ev, F_USER, j->user);
-            mx_frame_put_str(&ev, F_MAILBOX, mailbox);
-            mx_frame_put_u64(&ev, F_MODSEQ, j->modseq);
-            mx_frame_put_u32(&ev, F_CHANGE, change);
-            (void)mx_pub_send(s->pub, j->user, &ev, &error);
-            mx_frame_free(&ev);
+        j->next = NULL;
+        if (j->seq > safe || s->waiting) {
+            /* replies go out in commit order */
+            *s->waiting_tail = j;
+            s->waiting_tail = &j->next;
+        } else {
+            reply_job(s, j);
         }
-        job_free(j);
     }
+    release_waiting(s);
 }
 
 /* ---- request decoding --------------------------------------------------- */
@@ -417,7 +498,9 @@ static char *get_str(const struct mx_frame_view *f, enum mx_field_tag tag, bool 
     if (mx_frame_get_bytes(f, tag, &v, &len) < 0)
         return NULL;
     char *s = NULL;
-    if (mx_frame_get_str(f, tag, &s) < 0)
+    /* UID sets grow with a fragmented mailbox: only the frame bounds them */
+    size_t max = tag == F_UID_SET ? MX_WIRE_FRAME_MAX : MX_WIRE_STRING_MAX;
+    if (mx_frame_get_text(f, tag, max, &s) < 0)
         *bad = true;
     return s;
 }
@@ -655,6 +738,7 @@ static void handle_list(struct store_server *s, struct mx_server_request *req,
     if (mdb_cursor_open(r.txn, dbi = store_dbi_mailboxes(s->st), &c) == 0) {
         MDB_val k = { ul + 1, r.user }, v; /* user NUL: the first of this user's keys */
         char **names = NULL;
+        char **specials = NULL;
         uint32_t *attrs = NULL;
         size_t n = 0;
         for (int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
@@ -668,22 +752,29 @@ static void handle_list(struct store_server *s, struct mx_server_request *req,
                 continue;
             }
             names = mx_reallocarray(names, n + 1, sizeof *names);
+            specials = mx_reallocarray(specials, n + 1, sizeof *specials);
             attrs = mx_reallocarray(attrs, n + 1, sizeof *attrs);
             names[n] = name;
-            attrs[n++] = (mb.subscribed ? STORE_ATTR_SUBSCRIBED : 0) |
-                         (mb.special_use[0] ? STORE_ATTR_SPECIAL_USE : 0);
+            specials[n] = mb.special_use[0] ? mx_strdup(mb.special_use) : NULL;
+            attrs[n++] = (mb.subscribed ? MX_MAILBOX_ATTR_SUBSCRIBED : 0) |
+                         (mb.special_use[0] ? MX_MAILBOX_ATTR_SPECIAL_USE : 0);
         }
         mdb_cursor_close(c);
         for (size_t i = 0; i < n; i++) {
             for (size_t j = 0; j < n; j++)
                 if (mailbox_name_is_descendant(names[j], names[i]))
-                    attrs[i] |= STORE_ATTR_HAS_CHILDREN;
+                    attrs[i] |= MX_MAILBOX_ATTR_HAS_CHILDREN;
             mx_frame_put_str(&out, F_MAILBOX, names[i]);
             mx_frame_put_u32(&out, F_MAILBOX_ATTRS, attrs[i]);
+            if (specials[i])
+                mx_frame_put_str(&out, F_SPECIAL_USE, specials[i]);
         }
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
             free(names[i]);
+            free(specials[i]);
+        }
         free(names);
+        free(specials);
         free(attrs);
     }
     read_end(&r);
@@ -698,6 +789,25 @@ struct fetch_ctx {
     uint32_t *vanished;
     size_t n_vanished;
 };
+/* pop3_uidl - the POP3 unique id of a stored file: a hash of its Maildir
+ * base name (before ":2,"). The base name is unique, kept by reindex and
+ * by replication (the replica saves under the same name), so a client's
+ * UIDL survives both, unlike UIDVALIDITY.UID; it is hashed because RFC
+ * 1939 caps a UIDL at 70 characters and base names can be longer. */
+#define POP3_UIDL_HEX_BYTES 20
+static const char *pop3_uidl(const char *file, char out[POP3_UIDL_HEX_BYTES * 2 + 1])
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)file, strcspn(file, ":"), digest);
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < POP3_UIDL_HEX_BYTES; i++) {
+        out[2 * i] = hex[digest[i] >> 4];
+        out[2 * i + 1] = hex[digest[i] & 0xf];
+    }
+    out[POP3_UIDL_HEX_BYTES * 2] = '\0';
+    return out;
+}
+
 static int fetch_fn(void *ctx, const struct store_message *m)
 {
     struct fetch_ctx *c = ctx;
@@ -714,28 +824,34 @@ static int fetch_fn(void *ctx, const struct store_message *m)
     }
     struct mx_frame *o = c->out;
     mx_frame_put_u32(o, F_UID, m->uid);
-    if (c->items & STORE_FETCH_FLAGS)
+    if (c->items & MX_FETCH_FLAGS)
         put_flags(o, m->flags, m->keywords);
-    if (c->items & STORE_FETCH_MODSEQ)
+    if (c->items & MX_FETCH_MODSEQ)
         mx_frame_put_u64(o, F_MODSEQ, m->modseq);
-    if (c->items & STORE_FETCH_INTERNALDATE)
+    if (c->items & MX_FETCH_INTERNALDATE)
         mx_frame_put_u64(o, F_ARRIVAL, m->internaldate);
-    if (c->items & STORE_FETCH_SIZE)
+    if (c->items & MX_FETCH_SIZE)
         mx_frame_put_u64(o, F_SIZE, m->size);
-    if (c->items & (STORE_FETCH_ENVELOPE | STORE_FETCH_BODYSTRUCTURE)) {
+    if (c->items & (MX_FETCH_ENVELOPE | MX_FETCH_BODYSTRUCTURE | MX_FETCH_BODY_FORM)) {
         struct mime_cache *mc = NULL;
         const char *error;
         if (m->mime_len && mime_cache_deserialize(m->mime, m->mime_len, &mc, &error) == 0) {
-            if (c->items & STORE_FETCH_ENVELOPE)
+            if (c->items & MX_FETCH_ENVELOPE)
                 mx_frame_put_str(o, F_ENVELOPE, mc->envelope);
-            if (c->items & STORE_FETCH_BODYSTRUCTURE)
+            if (c->items & MX_FETCH_BODYSTRUCTURE)
                 mx_frame_put_str(o, F_BODYSTRUCTURE, mc->bodystructure);
+            if (c->items & MX_FETCH_BODY_FORM)
+                mx_frame_put_str(o, F_BODY_FORM, mc->body);
             mime_cache_free(&mc);
         }
     }
-    if ((c->items & STORE_FETCH_MESSAGE_ID) && !mx_msgid_is_zero(&m->msgid)) {
+    if ((c->items & MX_FETCH_MESSAGE_ID) && !mx_msgid_is_zero(&m->msgid)) {
         char text[MX_MSGID_TEXT_LEN + 1];
         mx_frame_put_str(o, F_MESSAGE_ID, mx_msgid_format(&m->msgid, text));
+    }
+    if (c->items & MX_FETCH_POP3_UIDL) {
+        char uidl[POP3_UIDL_HEX_BYTES * 2 + 1];
+        mx_frame_put_str(o, F_POP3_UIDL, pop3_uidl(m->file, uidl));
     }
     return 0;
 }
@@ -756,12 +872,12 @@ static void handle_fetch(struct store_server *s, struct mx_server_request *req,
     if (f->type == MSG_ANY_STORE_CHANGES_SINCE) {
         if (mx_frame_get_u64(f, F_MODSEQ, &c.since) < 0)
             bad = true;
-        c.items = STORE_FETCH_FLAGS | STORE_FETCH_MODSEQ;
+        c.items = MX_FETCH_FLAGS | MX_FETCH_MODSEQ;
     } else {
         if (text == NULL || store_uidset_parse(text, r.mb.uidnext > 1 ? r.mb.uidnext - 1 : 1, &set) < 0)
             bad = true;
         if (mx_frame_get_u32(f, F_FETCH_ITEMS, &c.items) < 0 || c.items == 0)
-            c.items = STORE_FETCH_ALL;
+            c.items = MX_FETCH_ALL;
         c.set = &set;
     }
     free(text);
@@ -954,6 +1070,13 @@ static void store_dispatch(void *ctx, struct mx_server_request *req, const struc
 {
     struct store_server *s = ctx;
     const char *error;
+    if (!store_repl_primary(s->repl) && f->type >= MSG_ANY_STORE_APPEND &&
+        f->type <= MSG_ANY_STORE_MESSAGE_SEARCH) {
+        /* clients always talk to the primary: what they read is what is
+         * acknowledged */
+        mx_server_ack(&req, MX_STATUS_STALE_EPOCH, "not the primary", &error);
+        return;
+    }
     switch (f->type) {
     case MSG_ANY_STORE_APPEND:
     case MSG_ANY_STORE_MAILBOX_CREATE:
@@ -1002,6 +1125,8 @@ int store_server_start(struct event_base *base, struct store *st, const char *li
     s->max_batch = max_batch ? max_batch : 256;
     s->queue_tail = &s->queue;
     s->done_tail = &s->done;
+    s->waiting_tail = &s->waiting;
+    atomic_init(&s->writable, true);
     s->wakeup_fd = -1;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -1035,6 +1160,18 @@ int store_server_start(struct event_base *base, struct store *st, const char *li
     return 0;
 }
 
+int store_server_enable_ha(struct store_server *s, const struct store_repl_config *config,
+                           char **error_r)
+{
+    struct store_repl_config c = *config;
+    c.client_endpoint = store_server_endpoint(s);
+    atomic_store(&s->writable, false); /* FENCED until mx-ha answers */
+    if (store_repl_new(s->base, s->bus, s->st, &c, on_repl_change, s, &s->repl, error_r) < 0)
+        return -1;
+    atomic_store(&s->writable, store_repl_primary(s->repl));
+    return 0;
+}
+
 const char *store_server_endpoint(const struct store_server *s)
 {
     return s->server ? mx_server_endpoint(s->server) : "";
@@ -1053,10 +1190,12 @@ void store_server_stop(struct store_server **sp)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->thread, NULL); /* finishes the queued batches */
     }
+    store_repl_free(&s->repl); /* held replies are released (inert) below */
     if (s->wakeup_ev) {
         on_wakeup(s->wakeup_fd, EV_READ, s); /* frees done jobs (replies inert) */
         event_free(s->wakeup_ev);
     }
+    release_waiting(s);
     mx_pub_free(&s->pub);
     mx_bus_free(&s->bus);
     if (s->wakeup_fd >= 0)

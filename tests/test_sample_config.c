@@ -13,12 +13,15 @@
 extern const struct mx_option inbound_options[];
 extern const struct mx_option delivery_options[];
 extern const struct mx_option store_options[];
+extern const struct mx_option imapd_options[];
+extern const struct mx_option ha_options[];
 
 static void test_sample_config_is_complete(void **state)
 {
     (void)state;
     static const struct mx_option *const tables[] = {
-        mx_common_options, inbound_options, delivery_options, store_options, NULL,
+        mx_common_options, inbound_options, delivery_options, store_options,
+        imapd_options,      ha_options,      NULL,
     };
     char *error = NULL;
     if (mx_config_check_sample(MX_SOURCE_DIR "/deploy/mxcluster.conf", tables, &error) != 0)

@@ -13,6 +13,8 @@ from .slapd import LdapError, Slapd, parse_ldif, source_dir
 from .inbound import Inbound, TestSink, build_dir, client_tls_context, make_certificate
 from .delivery import Delivery
 from .store import Store
+from .imapd import Dovecot, Imapd
+from .cluster import Cluster
 
 __all__ = [
     "ManagedProcess", "ProcessError", "StartupError", "free_port",
@@ -22,4 +24,5 @@ __all__ = [
     "Inbound", "TestSink", "build_dir", "client_tls_context", "make_certificate",
     "Delivery",
     "Store",
+    "Imapd", "Dovecot", "Cluster",
 ]

@@ -4,6 +4,10 @@
     s.request("append", user="a@example.test", mailbox="INBOX", body=b"...")
     s.kill(); s.start()               # kill -9 and restart on the same root
 
+HA (issue 6, opt-in): Store(ha_control=..., replication_listen=...) runs the
+store under an mx-ha at ha_control; FakeHa stands in for that mx-ha in tests
+(tests/tools/mx-fake-ha: the assignment comes from a file the test writes).
+
 request() runs tests/tools/mx-store-cli (the standard library has no
 ZeroMQ) and returns the reply as a list of (name, value) pairs; values of
 string fields come back as bytes, numbers as int.
@@ -14,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 
 from . import procs
 from .inbound import _lc_string, build_dir
@@ -63,7 +68,9 @@ class Reply(list):
 class Store:
     """mx-store with its own root directory (kept across kill/start)."""
 
-    def __init__(self, root=None, log_level="debug", max_batch=256):
+    def __init__(self, root=None, log_level="debug", max_batch=256, ha_control=None,
+                 replication_listen=None, replication_mode="sync", replication_timeout="2s",
+                 ha_lease="3s", shard="shard1"):
         self._own_dir = root is None
         self.dir = root or tempfile.mkdtemp(prefix="mxstore-")
         self.root = os.path.join(self.dir, "root")
@@ -74,6 +81,17 @@ class Store:
         self.config_path = os.path.join(self.dir, "mxcluster.conf")
         self.log_path = os.path.join(self.dir, "store.log")
         self.cli = os.path.join(build_dir(), "tests", "tools", "mx-store-cli")
+        ha = ""
+        if ha_control:
+            ha = """  shard = %s;
+  ha_control = %s;
+  replication_listen = %s;
+  replication_mode = %s;
+  replication_timeout = %s;
+  ha_lease = %s;
+""" % (_lc_string(shard), _lc_string(ha_control), _lc_string(replication_listen or ""),
+       _lc_string(replication_mode), _lc_string(replication_timeout), _lc_string(ha_lease))
+        self.replication_endpoint = replication_listen
         with open(self.config_path, "w") as f:
             f.write("""
 node = { name = "test1"; id = 3; state_dir = %(state)s; };
@@ -84,8 +102,8 @@ store = {
   publish = %(publish)s;
   index_map_size = "256M";
   max_batch = %(batch)d;
-};
-""" % {"state": _lc_string(self.dir), "level": _lc_string(log_level),
+%(ha)s};
+""" % {"ha": ha, "state": _lc_string(self.dir), "level": _lc_string(log_level),
        "root": _lc_string(self.root), "listen": _lc_string(self.endpoint),
        "publish": _lc_string(self.publish), "batch": max_batch})
         self.proc = None
@@ -146,3 +164,58 @@ store = {
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FakeHa:
+    """mx-fake-ha on a free loopback port: the mx-ha of one store."""
+
+    def __init__(self, directory, name="ha"):
+        self.dir = directory
+        self.port = procs.free_port()
+        self.endpoint = "tcp://127.0.0.1:%d" % self.port
+        self.assignment_path = os.path.join(directory, name + ".assign")
+        self.report_path = os.path.join(directory, name + ".report")
+        self.log_path = os.path.join(directory, name + ".log")
+        self.assign("fenced", 0)
+        self.proc = procs.start_process(
+            "mx-fake-ha", [os.path.join(build_dir(), "tests", "tools", "mx-fake-ha"), self.endpoint,
+                           self.assignment_path, self.report_path],
+            self.log_path, ready=procs.port_probe("127.0.0.1", self.port), timeout=10,
+            what="its control port")
+
+    def assign(self, role, epoch, peers=()):
+        """role: primary | replica | fenced | silent (no answers: the lease runs out)."""
+        tmp = self.assignment_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("role=%s\nepoch=%d\n" % (role, epoch))
+            for peer in peers:
+                f.write("peer=%s\n" % peer)
+        os.replace(tmp, self.assignment_path)
+
+    def report(self):
+        """The store's last status report: {"role": int, "seq": int, "peer": [..], ...}."""
+        out = {"peer": []}
+        try:
+            with open(self.report_path) as f:
+                for line in f:
+                    name, _, value = line.rstrip("\n").partition("=")
+                    if name == "peer":
+                        out["peer"].append(value)
+                    else:
+                        out[name] = int(value) if value.isdigit() else value
+        except FileNotFoundError:
+            pass
+        return out
+
+    def wait_report(self, predicate, timeout=15.0, what="a matching status report"):
+        deadline = time.monotonic() + timeout
+        while True:
+            rep = self.report()
+            if predicate(rep):
+                return rep
+            if time.monotonic() > deadline:
+                raise procs.ProcessError("%s: no %s in %.0fs, last %r" % (self.endpoint, what, timeout, rep))
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.stop()

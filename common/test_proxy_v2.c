@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "proxy_v2.h"
+#include "mx_proxy_v2.h"
 
 static const uint8_t sig[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
 
@@ -35,9 +35,9 @@ static void test_ipv4_and_truncations(void **state)
     (void)state;
     uint8_t buf[128];
     size_t n = make_v4(buf, 0x21, 0x11, "203.0.113.7", 40000, 5);
-    struct proxy_v2_result r;
+    struct mx_proxy_v2_result r;
     const char *error = NULL;
-    assert_int_equal(proxy_v2_parse(buf, n, &r, &error), (int)n);
+    assert_int_equal(mx_proxy_v2_parse(buf, n, &r, &error), (int)n);
     assert_int_equal(r.local, 0);
     struct sockaddr_in *src = (struct sockaddr_in *)&r.source;
     char text[INET_ADDRSTRLEN];
@@ -45,9 +45,9 @@ static void test_ipv4_and_truncations(void **state)
     assert_int_equal(ntohs(src->sin_port), 40000);
     /* Every proper prefix asks for more; SMTP bytes after it are not eaten. */
     for (size_t i = 0; i < n; i++)
-        assert_int_equal(proxy_v2_parse(buf, i, &r, &error), 0);
+        assert_int_equal(mx_proxy_v2_parse(buf, i, &r, &error), 0);
     memcpy(buf + n, "EHLO x\r\n", 8);
-    assert_int_equal(proxy_v2_parse(buf, n + 8, &r, &error), (int)n);
+    assert_int_equal(mx_proxy_v2_parse(buf, n + 8, &r, &error), (int)n);
 }
 
 static void test_ipv6(void **state)
@@ -62,9 +62,9 @@ static void test_ipv6(void **state)
     inet_pton(AF_INET6, "2001:db8::1", buf + 32);
     buf[48] = 0x9c;
     buf[49] = 0x40;
-    struct proxy_v2_result r;
+    struct mx_proxy_v2_result r;
     const char *error;
-    assert_int_equal(proxy_v2_parse(buf, 52, &r, &error), 52);
+    assert_int_equal(mx_proxy_v2_parse(buf, 52, &r, &error), 52);
     char text[INET6_ADDRSTRLEN];
     struct sockaddr_in6 *src = (struct sockaddr_in6 *)&r.source;
     assert_string_equal(inet_ntop(AF_INET6, &src->sin6_addr, text, sizeof text), "2001:db8::7");
@@ -79,21 +79,21 @@ static void test_local_command(void **state)
     buf[12] = 0x20;
     buf[13] = 0x00;
     buf[14] = buf[15] = 0;
-    struct proxy_v2_result r;
+    struct mx_proxy_v2_result r;
     const char *error;
-    assert_int_equal(proxy_v2_parse(buf, 16, &r, &error), 16);
+    assert_int_equal(mx_proxy_v2_parse(buf, 16, &r, &error), 16);
     assert_int_equal(r.local, 1);
 }
 
 static void test_invalid_headers(void **state)
 {
     (void)state;
-    struct proxy_v2_result r;
+    struct mx_proxy_v2_result r;
     const char *error = NULL;
     /* A client that speaks SMTP (or PROXY v1) at once is refused at once. */
-    assert_int_equal(proxy_v2_parse((const uint8_t *)"EHLO", 4, &r, &error), -1);
-    assert_int_equal(proxy_v2_parse((const uint8_t *)"PROXY TCP4 1.2.3.4 ", 19, &r, &error), -1);
-    assert_int_equal(proxy_v2_parse((const uint8_t *)"\r\n\r\nX", 5, &r, &error), -1);
+    assert_int_equal(mx_proxy_v2_parse((const uint8_t *)"EHLO", 4, &r, &error), -1);
+    assert_int_equal(mx_proxy_v2_parse((const uint8_t *)"PROXY TCP4 1.2.3.4 ", 19, &r, &error), -1);
+    assert_int_equal(mx_proxy_v2_parse((const uint8_t *)"\r\n\r\nX", 5, &r, &error), -1);
 
     /* Rows: version/command, family/transport, body length, expected error. */
     static const struct {
@@ -117,7 +117,7 @@ static void test_invalid_headers(void **state)
         buf[14] = (uint8_t)(rows[i].body >> 8);
         buf[15] = (uint8_t)rows[i].body;
         error = NULL;
-        assert_int_equal(proxy_v2_parse(buf, 16 + rows[i].body, &r, &error), -1);
+        assert_int_equal(mx_proxy_v2_parse(buf, 16 + rows[i].body, &r, &error), -1);
         if (error == NULL || strstr(error, rows[i].error) == NULL)
             fail_msg("row %zu: error %s lacks %s", i, error ? error : "(none)", rows[i].error);
     }

@@ -1,20 +1,20 @@
-/* proxy_v2 - PROXY protocol v2 header parser. */
-#include "proxy_v2.h"
+/* mx_proxy_v2 - PROXY protocol v2 header parser. */
+#include "mx_proxy_v2.h"
 
 #include <netinet/in.h>
 #include <string.h>
 
-static const uint8_t proxy_v2_signature[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
+static const uint8_t mx_proxy_v2_signature[12] = { 0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                                 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A };
 
-int proxy_v2_parse(const uint8_t *buf, size_t len, struct proxy_v2_result *result_r,
-                   const char **error_r)
+int mx_proxy_v2_parse(const uint8_t *buf, size_t len, struct mx_proxy_v2_result *result_r,
+                      const char **error_r)
 {
     memset(result_r, 0, sizeof *result_r);
     /* Refuse a wrong prefix as soon as it is visible, so a client that
-     * speaks SMTP at once is told quickly instead of waiting for 16 bytes. */
-    size_t check = len < sizeof proxy_v2_signature ? len : sizeof proxy_v2_signature;
-    if (memcmp(buf, proxy_v2_signature, check) != 0) {
+     * speaks its protocol (SMTP, IMAP) at once is told quickly instead of waiting for 16 bytes. */
+    size_t check = len < sizeof mx_proxy_v2_signature ? len : sizeof mx_proxy_v2_signature;
+    if (memcmp(buf, mx_proxy_v2_signature, check) != 0) {
         *error_r = "not a PROXY v2 signature";
         return -1;
     }
@@ -31,7 +31,7 @@ int proxy_v2_parse(const uint8_t *buf, size_t len, struct proxy_v2_result *resul
         *error_r = "PROXY header command unknown";
         return -1;
     }
-    if (16 + body_len > PROXY_V2_MAX) {
+    if (16 + body_len > MX_PROXY_V2_MAX) {
         *error_r = "PROXY header too long";
         return -1;
     }

@@ -1,24 +1,23 @@
-/* inbound_limits - per-client counters: concurrent sessions, connection
+/* mx_limits - per-client counters: concurrent sessions, connection
  * rate (token bucket), failed AUTH attempts (fixed window).
  *
  * Entries are kept in a chained hash table keyed by text ("1.2.3.4",
- * "user:alice"); idle ones are swept every INBOUND_LIMITS_SWEEP inserts so
+ * "dn:uid=alice,..."); idle ones are swept every MX_LIMITS_SWEEP inserts so
  * a scan from many addresses cannot grow it without bound. */
-#include "inbound.h"
+#include "mx_limits.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "mx_alloc.h"
 
-#define INBOUND_LIMITS_BUCKETS 4096
-#define INBOUND_LIMITS_SWEEP 4096
+#define MX_LIMITS_BUCKETS 4096
+#define MX_LIMITS_SWEEP 4096
 /* An entry untouched this long with nothing to remember is dropped. */
-#define INBOUND_LIMITS_IDLE_MS (30ULL * 60 * 1000)
+#define MX_LIMITS_IDLE_MS (30ULL * 60 * 1000)
 
-struct inbound_limit_entry {
-    struct inbound_limit_entry *next;
+struct mx_limit_entry {
+    struct mx_limit_entry *next;
     char *key;
     unsigned concurrent;
     double tokens;          /* connection-rate bucket */
@@ -29,43 +28,36 @@ struct inbound_limit_entry {
     uint64_t touched_ms;
 };
 
-struct inbound_limits {
-    struct inbound_limit_entry *buckets[INBOUND_LIMITS_BUCKETS];
+struct mx_limits {
+    struct mx_limit_entry *buckets[MX_LIMITS_BUCKETS];
     size_t entries;
     size_t inserts_since_sweep;
 };
 
-uint64_t inbound_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static size_t inbound_limits_hash(const char *key)
+static size_t mx_limits_hash(const char *key)
 {
     /* FNV-1a: keys are short and not attacker-chosen in bulk beyond the
      * address space they connect from. */
     uint64_t h = 1469598103934665603ULL;
     for (const unsigned char *p = (const unsigned char *)key; *p; p++)
         h = (h ^ *p) * 1099511628211ULL;
-    return (size_t)(h % INBOUND_LIMITS_BUCKETS);
+    return (size_t)(h % MX_LIMITS_BUCKETS);
 }
 
-struct inbound_limits *inbound_limits_new(void)
+struct mx_limits *mx_limits_new(void)
 {
-    return mx_calloc(1, sizeof(struct inbound_limits));
+    return mx_calloc(1, sizeof(struct mx_limits));
 }
 
-void inbound_limits_free(struct inbound_limits **limitsp)
+void mx_limits_free(struct mx_limits **limitsp)
 {
-    struct inbound_limits *limits = *limitsp;
+    struct mx_limits *limits = *limitsp;
     if (limits == NULL)
         return;
-    for (size_t b = 0; b < INBOUND_LIMITS_BUCKETS; b++) {
-        struct inbound_limit_entry *e = limits->buckets[b];
+    for (size_t b = 0; b < MX_LIMITS_BUCKETS; b++) {
+        struct mx_limit_entry *e = limits->buckets[b];
         while (e) {
-            struct inbound_limit_entry *next = e->next;
+            struct mx_limit_entry *next = e->next;
             free(e->key);
             free(e);
             e = next;
@@ -75,14 +67,14 @@ void inbound_limits_free(struct inbound_limits **limitsp)
     *limitsp = NULL;
 }
 
-/* inbound_limits_sweep - drop entries that remember nothing useful. */
-static void inbound_limits_sweep(struct inbound_limits *limits, uint64_t now_ms)
+/* mx_limits_sweep - drop entries that remember nothing useful. */
+static void mx_limits_sweep(struct mx_limits *limits, uint64_t now_ms)
 {
-    for (size_t b = 0; b < INBOUND_LIMITS_BUCKETS; b++) {
-        struct inbound_limit_entry **link = &limits->buckets[b];
+    for (size_t b = 0; b < MX_LIMITS_BUCKETS; b++) {
+        struct mx_limit_entry **link = &limits->buckets[b];
         while (*link) {
-            struct inbound_limit_entry *e = *link;
-            if (e->concurrent == 0 && now_ms - e->touched_ms > INBOUND_LIMITS_IDLE_MS &&
+            struct mx_limit_entry *e = *link;
+            if (e->concurrent == 0 && now_ms - e->touched_ms > MX_LIMITS_IDLE_MS &&
                 now_ms >= e->keep_until_ms) {
                 *link = e->next;
                 free(e->key);
@@ -96,19 +88,19 @@ static void inbound_limits_sweep(struct inbound_limits *limits, uint64_t now_ms)
     limits->inserts_since_sweep = 0;
 }
 
-static struct inbound_limit_entry *inbound_limits_get(struct inbound_limits *limits,
+static struct mx_limit_entry *mx_limits_get(struct mx_limits *limits,
                                                       const char *key, uint64_t now_ms,
                                                       bool create)
 {
-    size_t b = inbound_limits_hash(key);
-    for (struct inbound_limit_entry *e = limits->buckets[b]; e; e = e->next)
+    size_t b = mx_limits_hash(key);
+    for (struct mx_limit_entry *e = limits->buckets[b]; e; e = e->next)
         if (strcmp(e->key, key) == 0)
             return e;
     if (!create)
         return NULL;
-    if (++limits->inserts_since_sweep >= INBOUND_LIMITS_SWEEP)
-        inbound_limits_sweep(limits, now_ms);
-    struct inbound_limit_entry *e = mx_calloc(1, sizeof *e);
+    if (++limits->inserts_since_sweep >= MX_LIMITS_SWEEP)
+        mx_limits_sweep(limits, now_ms);
+    struct mx_limit_entry *e = mx_calloc(1, sizeof *e);
     e->key = mx_strdup(key);
     e->tokens = -1; /* "full" once the rate is known */
     e->refilled_ms = now_ms;
@@ -119,10 +111,10 @@ static struct inbound_limit_entry *inbound_limits_get(struct inbound_limits *lim
     return e;
 }
 
-int inbound_limits_connect(struct inbound_limits *limits, const char *ip, unsigned max_concurrent,
+int mx_limits_connect(struct mx_limits *limits, const char *ip, unsigned max_concurrent,
                            unsigned max_per_minute, uint64_t now_ms, const char **reason_r)
 {
-    struct inbound_limit_entry *e = inbound_limits_get(limits, ip, now_ms, true);
+    struct mx_limit_entry *e = mx_limits_get(limits, ip, now_ms, true);
     e->touched_ms = now_ms;
     if (e->concurrent >= max_concurrent) {
         *reason_r = "too many concurrent sessions from this address";
@@ -146,17 +138,17 @@ int inbound_limits_connect(struct inbound_limits *limits, const char *ip, unsign
     return 0;
 }
 
-void inbound_limits_disconnect(struct inbound_limits *limits, const char *ip)
+void mx_limits_disconnect(struct mx_limits *limits, const char *ip)
 {
-    struct inbound_limit_entry *e = inbound_limits_get(limits, ip, 0, false);
+    struct mx_limit_entry *e = mx_limits_get(limits, ip, 0, false);
     if (e && e->concurrent > 0)
         e->concurrent--;
 }
 
-void inbound_limits_auth_failure(struct inbound_limits *limits, const char *key, uint64_t now_ms,
+void mx_limits_auth_failure(struct mx_limits *limits, const char *key, uint64_t now_ms,
                                  unsigned window_ms)
 {
-    struct inbound_limit_entry *e = inbound_limits_get(limits, key, now_ms, true);
+    struct mx_limit_entry *e = mx_limits_get(limits, key, now_ms, true);
     e->touched_ms = now_ms;
     if (e->failures == 0 || now_ms - e->window_start_ms > window_ms) {
         e->window_start_ms = now_ms;
@@ -166,10 +158,10 @@ void inbound_limits_auth_failure(struct inbound_limits *limits, const char *key,
     e->failures++;
 }
 
-bool inbound_limits_auth_blocked(struct inbound_limits *limits, const char *key, uint64_t now_ms,
+bool mx_limits_auth_blocked(struct mx_limits *limits, const char *key, uint64_t now_ms,
                                  unsigned window_ms, unsigned max_failures)
 {
-    struct inbound_limit_entry *e = inbound_limits_get(limits, key, now_ms, false);
+    struct mx_limit_entry *e = mx_limits_get(limits, key, now_ms, false);
     if (e == NULL || e->failures == 0)
         return false;
     if (now_ms - e->window_start_ms > window_ms) {

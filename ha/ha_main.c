@@ -1,0 +1,693 @@
+/* mx-ha - one per node: Corosync membership and quorum -> who is primary
+ * (or active) of every pair, told to the local daemons and published.
+ *
+ * Data flow:
+ *   local daemons --MSG_ANY_HA_STATUS_REPORT--> ha.control (ROUTER)
+ *       the ack carries the daemon's assignment (role, epoch, peers): the
+ *       daemon polls every heartbeat, and an ack is also its lease;
+ *   mx-ha --STATE (CPG, agreed order)--> every mx-ha in the view
+ *       on every view change, quorum change, change of a local report, and
+ *       every heartbeat; once a STATE from every member of the view has
+ *       arrived, each node runs ha_decide() over the same inputs and so
+ *       reaches the same map (ha_decide.h);
+ *   mx-ha --MSG_HA_ANY_CLUSTER_MAP--> ha.publish (PUB, topic "map")
+ *       on every change and every heartbeat (PUB is lossy).
+ *
+ * Safety (no split brain): a local assignment other than FENCED is given
+ * only while (a) votequorum says this partition is quorate and (b) the map
+ * was decided in a quorate view this node has been part of without a break
+ * since. A node that loses quorum, or its corosync, fences its daemons at
+ * the next poll - before the majority can promote (that takes the token
+ * timeout plus a STATE round) - and a node that rejoins answers FENCED
+ * until the first decision of the new view has replaced its stale map. */
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ha_agent.h"
+#include "ha_cpg.h"
+#include "ha_decide.h"
+#include "ha_vip.h"
+#include "mx_alloc.h"
+#include "mx_bus.h"
+#include "mx_daemon.h"
+#include "mx_log.h"
+#include "mx_net.h"
+
+extern const struct mx_option ha_options[];
+
+/* A local daemon silent for this many heartbeats is reported down. */
+#define HA_REPORT_EXPIRY_BEATS 3
+/* How soon a STATE refused by corosync flow control is tried again. */
+#define HA_RESEND_MS 50
+
+struct ha {
+    struct event_base *base;
+    struct ha_config config;
+    char node[HA_NAME_MAX];
+    char cpg_group[128];
+    unsigned heartbeat_ms;
+
+    struct mx_bus *bus;
+    struct mx_server *control;
+    struct mx_pub *pub;
+    struct ha_agent *agent;
+    struct event *tick, *resend;
+
+    struct ha_cpg *cpg; /* NULL while corosync is unreachable */
+    bool quorate;       /* votequorum's verdict for our partition */
+    bool trusted;       /* map decided in a quorate view, unbroken since */
+    bool decided_in_view;
+
+    size_t n_view;
+    struct ha_cpg_member view[HA_MAX_NODES];
+    struct ha_node_state *states; /* [HA_MAX_NODES], parallel to view */
+
+    struct ha_map map;
+    struct ha_switchover switchovers[HA_MAX_PAIRS];
+
+    struct ha_report reports[HA_MAX_PAIRS]; /* our local daemons */
+    uint64_t report_seen_ms[HA_MAX_PAIRS];
+    bool vip_held[HA_MAX_PAIRS];
+    bool state_dirty;
+};
+
+static bool may_assign(const struct ha *ha)
+{
+    return ha->cpg && ha->quorate && ha->trusted;
+}
+
+/* ---- STATE multicast --------------------------------------------------- */
+
+static void send_state(struct ha *ha)
+{
+    ha->state_dirty = true;
+    if (!ha->cpg)
+        return;
+    struct ha_node_state *own = mx_calloc(1, sizeof(*own));
+    ha_copy_name(own->node, sizeof(own->node), ha->node);
+    own->map = ha->map;
+    memcpy(own->reports, ha->reports, sizeof(own->reports));
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (ha_state_encode(&ha->config, own, ha->quorate, &data, &len) < 0) {
+        mx_log(MX_LOG_ERR, "ha.state_too_large", MX_KVU("pairs", ha->config.n_pairs));
+        free(own);
+        return;
+    }
+    free(own);
+    int rc = ha_cpg_send(ha->cpg, data, len);
+    free(data);
+    if (rc == 0) {
+        ha->state_dirty = false;
+    } else if (rc > 0) {
+        struct timeval tv = { 0, HA_RESEND_MS * 1000 };
+        event_add(ha->resend, &tv);
+    }
+}
+
+static void on_resend(evutil_socket_t fd, short what, void *arg)
+{
+    struct ha *ha = arg;
+    if (ha->state_dirty)
+        send_state(ha);
+}
+
+/* ---- the map's consequences on this node -------------------------------- */
+
+static void publish_map(struct ha *ha)
+{
+    struct mx_frame frame;
+    mx_frame_init(&frame, MSG_HA_ANY_CLUSTER_MAP, 0, NULL);
+    mx_frame_put_u64(&frame, F_EPOCH, ha->map.epoch);
+    mx_frame_put_u32(&frame, F_QUORATE, may_assign(ha) ? 1 : 0);
+    if (may_assign(ha)) {
+        for (size_t p = 0; p < ha->config.n_pairs; p++) {
+            const struct ha_map_pair *mp = &ha->map.pairs[p];
+            if (!mp->active)
+                continue;
+            const char *endpoint = "";
+            for (size_t s = 0; s < ha->n_view; s++)
+                if (ha->states[s].received && strcmp(ha->states[s].node, mp->primary) == 0 &&
+                    ha->states[s].reports[p].present)
+                    endpoint = ha->states[s].reports[p].endpoint;
+            mx_frame_put_str(&frame, F_PAIR, ha->config.pairs[p].name);
+            mx_frame_put_str(&frame, F_NODE, mp->primary);
+            mx_frame_put_str(&frame, F_ENDPOINT, endpoint);
+        }
+    }
+    const char *error = NULL;
+    if (mx_pub_send(ha->pub, "map", &frame, &error) < 0)
+        mx_log(MX_LOG_ERR, "ha.publish_failed", MX_KV("error", error));
+    mx_frame_free(&frame);
+}
+
+static void apply_vips(struct ha *ha)
+{
+    for (size_t p = 0; p < ha->config.n_pairs; p++) {
+        const struct ha_pair_config *pc = &ha->config.pairs[p];
+        if (!pc->vip[0])
+            continue;
+        bool hold = may_assign(ha) && ha->map.pairs[p].active &&
+                    strcmp(ha->map.pairs[p].primary, ha->node) == 0;
+        if (hold == ha->vip_held[p])
+            continue;
+        char *error = NULL;
+        if (ha_vip_apply(pc->vip, pc->vip_interface, hold, &error) < 0) {
+            mx_log(MX_LOG_ERR, hold ? "ha.vip_add_failed" : "ha.vip_del_failed",
+                   MX_KV("pair", pc->name), MX_KV("vip", pc->vip),
+                   MX_KV("interface", pc->vip_interface), MX_KV("error", error));
+            free(error);
+            if (hold)
+                continue; /* retried at the next heartbeat */
+        }
+        ha->vip_held[p] = hold;
+        mx_log(MX_LOG_NOTICE, hold ? "ha.vip_added" : "ha.vip_removed", MX_KV("pair", pc->name),
+               MX_KV("vip", pc->vip), MX_KV("interface", pc->vip_interface));
+    }
+}
+
+static void log_map(const struct ha *ha, const char *event)
+{
+    for (size_t p = 0; p < ha->config.n_pairs; p++) {
+        const struct ha_map_pair *mp = &ha->map.pairs[p];
+        mx_log(MX_LOG_NOTICE, event, MX_KV("pair", ha->config.pairs[p].name),
+               MX_KV("primary", mp->active ? mp->primary : ""), MX_KVU("epoch", mp->epoch),
+               MX_KVU("map_epoch", ha->map.epoch), MX_KVU("excluded", mp->n_excluded));
+    }
+}
+
+static void set_quorate(struct ha *ha, bool quorate, const char *why)
+{
+    bool was = may_assign(ha);
+    ha->quorate = quorate;
+    if (!quorate)
+        ha->trusted = false;
+    if (was && !may_assign(ha)) {
+        /* Fence at once: the next poll of every local daemon answers
+         * FENCED, the map goes out with F_QUORATE 0, VIPs are dropped. */
+        mx_log(MX_LOG_WARNING, "ha.fenced", MX_KV("reason", why));
+        publish_map(ha);
+        apply_vips(ha);
+    }
+}
+
+/* ---- decisions -------------------------------------------------------- */
+
+static bool view_complete(const struct ha *ha)
+{
+    if (ha->n_view == 0)
+        return false;
+    for (size_t s = 0; s < ha->n_view; s++)
+        if (!ha->states[s].received)
+            return false;
+    return true;
+}
+
+static void decide(struct ha *ha)
+{
+    if (!view_complete(ha))
+        return;
+    /* The inputs every member has: the STATEs of this view (and, after the
+     * first decision here, the map that decision produced - the same on
+     * every member). A node's own older map counts only through its STATE. */
+    struct ha_map *previous = mx_calloc(1, sizeof(*previous));
+    bool all_quorate = true;
+    if (ha->decided_in_view)
+        *previous = ha->map;
+    for (size_t s = 0; s < ha->n_view; s++) {
+        if (ha_map_newer(&ha->states[s].map, previous, ha->config.n_pairs))
+            *previous = ha->states[s].map;
+        if (!ha->states[s].quorate)
+            all_quorate = false;
+    }
+    struct ha_map *next = mx_calloc(1, sizeof(*next));
+    bool changed = ha_decide(&ha->config, ha->states, ha->n_view, previous, ha->switchovers,
+                             all_quorate, next);
+    bool first = !ha->decided_in_view;
+    bool adopted = all_quorate && ha_map_newer(next, &ha->map, ha->config.n_pairs);
+    if (all_quorate) {
+        ha->map = *next;
+        ha->decided_in_view = true;
+        bool was_trusted = ha->trusted;
+        ha->trusted = ha->quorate;
+        if (ha->trusted && !was_trusted)
+            mx_log(MX_LOG_NOTICE, "ha.unfenced", MX_KVU("map_epoch", ha->map.epoch),
+                   MX_KVU("members", ha->n_view));
+    }
+    free(previous);
+    free(next);
+    if (changed || first || adopted) {
+        if (changed || adopted)
+            log_map(ha, "ha.map");
+        publish_map(ha);
+        apply_vips(ha);
+        if (changed)
+            send_state(ha); /* others learn the new map only from STATEs */
+    }
+}
+
+/* ---- CPG callbacks ---------------------------------------------------- */
+
+static int view_index(const struct ha *ha, struct ha_cpg_member m)
+{
+    for (size_t s = 0; s < ha->n_view; s++)
+        if (ha->view[s].nodeid == m.nodeid && ha->view[s].pid == m.pid)
+            return (int)s;
+    return -1;
+}
+
+static void on_deliver(void *ctx, struct ha_cpg_member from, const void *data, size_t len)
+{
+    struct ha *ha = ctx;
+    int index = view_index(ha, from);
+    if (index < 0)
+        return; /* sent by a process no longer in our view */
+    struct ha_node_state *state = mx_calloc(1, sizeof(*state));
+    enum ha_payload_kind kind;
+    int pair = -1;
+    char target[HA_NAME_MAX];
+    const char *error = NULL;
+    if (ha_payload_decode(&ha->config, data, len, &kind, state, &pair, target, &error) < 0) {
+        mx_log(MX_LOG_WARNING, "ha.bad_payload", MX_KVU("nodeid", from.nodeid),
+               MX_KVU("pid", from.pid), MX_KVU("bytes", len), MX_KV("error", error));
+        free(state);
+        return;
+    }
+    if (kind == HA_PAYLOAD_STATE) {
+        ha->states[index] = *state;
+    } else if (pair >= 0) {
+        ha->switchovers[pair].pending = true;
+        memcpy(ha->switchovers[pair].target, target, HA_NAME_MAX);
+        mx_log(MX_LOG_NOTICE, "ha.switchover_requested", MX_KV("pair", ha->config.pairs[pair].name),
+               MX_KV("target", target[0] ? target : "next"), MX_KVU("from_nodeid", from.nodeid));
+    }
+    free(state);
+    decide(ha);
+}
+
+static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n)
+{
+    struct ha *ha = ctx;
+    if (n > HA_MAX_NODES) {
+        mx_log(MX_LOG_ERR, "ha.view_too_large", MX_KVU("members", n), MX_KVU("max", HA_MAX_NODES));
+        n = HA_MAX_NODES;
+    }
+    /* Every STATE is re-sent for the new view: a decision needs one from
+     * each member delivered in THIS view, so that all members decide over
+     * the same set. Pending switchovers die with the view. */
+    memcpy(ha->view, members, n * sizeof(*members));
+    ha->n_view = n;
+    memset(ha->states, 0, HA_MAX_NODES * sizeof(*ha->states));
+    memset(ha->switchovers, 0, sizeof(ha->switchovers));
+    ha->decided_in_view = false;
+    mx_log(MX_LOG_NOTICE, "ha.view", MX_KVU("members", n));
+    send_state(ha);
+}
+
+static void on_quorum(void *ctx, bool quorate)
+{
+    struct ha *ha = ctx;
+    mx_log(quorate ? MX_LOG_NOTICE : MX_LOG_WARNING, "ha.quorum", MX_KVI("quorate", quorate));
+    set_quorate(ha, quorate, "quorum lost");
+    send_state(ha); /* others decide only when every STATE says quorate */
+}
+
+static void on_cpg_lost(void *ctx, const char *reason)
+{
+    struct ha *ha = ctx;
+    mx_log(MX_LOG_ERR, "ha.corosync_lost", MX_KV("reason", reason));
+    set_quorate(ha, false, "corosync connection lost");
+    ha_cpg_close(&ha->cpg);
+    ha->n_view = 0;
+    ha->decided_in_view = false;
+}
+
+static const struct ha_cpg_callbacks cpg_callbacks = {
+    .deliver = on_deliver, .view = on_view, .quorum = on_quorum, .lost = on_cpg_lost,
+};
+
+static void connect_corosync(struct ha *ha)
+{
+    char *error = NULL;
+    if (ha_cpg_open(ha->base, ha->cpg_group, &cpg_callbacks, ha, &ha->cpg, &error) < 0) {
+        mx_log(MX_LOG_WARNING, "ha.corosync_unavailable", MX_KV("group", ha->cpg_group),
+               MX_KV("error", error));
+        free(error);
+        return;
+    }
+    mx_log(MX_LOG_NOTICE, "ha.corosync_joined", MX_KV("group", ha->cpg_group),
+           MX_KVU("nodeid", ha_cpg_self(ha->cpg).nodeid));
+}
+
+/* ---- control socket: local daemons and mxctl --------------------------- */
+
+static const struct ha_node_state *state_of(const struct ha *ha, const char *node)
+{
+    for (size_t s = 0; s < ha->n_view; s++)
+        if (ha->states[s].received && strcmp(ha->states[s].node, node) == 0)
+            return &ha->states[s];
+    return NULL;
+}
+
+static bool report_differs(const struct ha_report *a, const struct ha_report *b)
+{
+    /* seq alone moves with every write: it travels with the periodic STATE,
+     * not as an event of its own. */
+    return a->present != b->present || a->role != b->role || a->epoch != b->epoch ||
+           a->in_sync != b->in_sync || strcmp(a->endpoint, b->endpoint) != 0 ||
+           strcmp(a->replication_endpoint, b->replication_endpoint) != 0;
+}
+
+static void reply_ack(struct mx_server_request **req, enum mx_status status, const char *text)
+{
+    const char *error = NULL;
+    if (mx_server_ack(req, status, text, &error) < 0)
+        mx_log(MX_LOG_WARNING, "ha.reply_failed", MX_KV("error", error));
+}
+
+static void send_reply(struct mx_server_request **req, struct mx_frame *frame)
+{
+    const char *error = NULL;
+    if (mx_server_reply(req, frame, &error) < 0)
+        mx_log(MX_LOG_WARNING, "ha.reply_failed", MX_KV("error", error));
+    mx_frame_free(frame);
+}
+
+static void handle_report(struct ha *ha, struct mx_server_request *req,
+                          const struct mx_frame_view *view)
+{
+    char pair[HA_NAME_MAX];
+    struct ha_report report;
+    const char *error = NULL;
+    if (ha_report_from_frame(view, pair, &report, &error) < 0) {
+        mx_log(MX_LOG_WARNING, "ha.bad_report", MX_KV("peer", mx_server_request_peer(req)),
+               MX_KV("error", error));
+        reply_ack(&req, MX_STATUS_PERMFAIL, error);
+        return;
+    }
+    int p = ha_config_pair_index(&ha->config, pair);
+    bool member = false;
+    if (p >= 0)
+        for (size_t m = 0; m < ha->config.pairs[p].n_members; m++)
+            if (strcmp(ha->config.pairs[p].members[m], ha->node) == 0)
+                member = true;
+    if (!member) {
+        mx_log(MX_LOG_WARNING, "ha.report_unknown_pair", MX_KV("pair", pair),
+               MX_KV("peer", mx_server_request_peer(req)));
+        reply_ack(&req, MX_STATUS_PERMFAIL,
+                  p < 0 ? "pair not in ha.pairs" : "this node is not a member of the pair");
+        return;
+    }
+    bool changed = report_differs(&ha->reports[p], &report);
+    ha->reports[p] = report;
+    ha->report_seen_ms[p] = mx_now_ms();
+    if (changed) {
+        mx_log(MX_LOG_INFO, "ha.report", MX_KV("pair", pair), MX_KVU("role", report.role),
+               MX_KVU("epoch", report.epoch), MX_KVU("seq", report.seq),
+               MX_KVI("in_sync", report.in_sync));
+        send_state(ha);
+    }
+
+    struct ha_assignment assignment;
+    ha_assignment_for(&ha->config, ha->states, ha->n_view, &ha->map, may_assign(ha), (size_t)p,
+                      ha->node, report.epoch, &assignment);
+    struct mx_frame frame;
+    mx_frame_init(&frame, MSG_ANY_ACK, 0, NULL);
+    mx_frame_put_u32(&frame, F_STATUS, MX_STATUS_OK);
+    mx_frame_put_str(&frame, F_PAIR, pair);
+    mx_frame_put_u32(&frame, F_HA_ROLE, (uint32_t)assignment.role);
+    mx_frame_put_u64(&frame, F_EPOCH, assignment.epoch);
+    for (size_t i = 0; i < assignment.n_peers; i++)
+        mx_frame_put_str(&frame, F_PEER_ENDPOINT, assignment.peers[i]);
+    send_reply(&req, &frame);
+}
+
+static void handle_status(struct ha *ha, struct mx_server_request *req)
+{
+    struct mx_frame frame;
+    mx_frame_init(&frame, MSG_HA_ANY_CLUSTER_STATUS_RESULT, 0, NULL);
+    mx_frame_put_u32(&frame, F_STATUS, MX_STATUS_OK);
+    mx_frame_put_u64(&frame, F_EPOCH, ha->map.epoch);
+    mx_frame_put_u32(&frame, F_QUORATE, may_assign(ha) ? 1 : 0);
+    for (size_t s = 0; s < ha->n_view; s++)
+        if (ha->states[s].received)
+            mx_frame_put_str(&frame, F_NODE, ha->states[s].node);
+    for (size_t p = 0; p < ha->config.n_pairs; p++) {
+        const struct ha_pair_config *pc = &ha->config.pairs[p];
+        const struct ha_map_pair *mp = &ha->map.pairs[p];
+        mx_frame_put_str(&frame, F_PAIR, pc->name);
+        mx_frame_put_str(&frame, F_NODE, mp->active ? mp->primary : "");
+        mx_frame_put_u64(&frame, F_EPOCH, mp->epoch);
+        const struct ha_node_state *primary = mp->active ? state_of(ha, mp->primary) : NULL;
+        const struct ha_report *pr = primary ? &primary->reports[p] : NULL;
+        for (size_t m = 0; m < pc->n_members; m++) {
+            const struct ha_node_state *st = state_of(ha, pc->members[m]);
+            const struct ha_report *r = st && st->reports[p].present ? &st->reports[p] : NULL;
+            bool excluded = false;
+            for (size_t e = 0; e < mp->n_excluded; e++)
+                if (strcmp(mp->excluded[e], pc->members[m]) == 0)
+                    excluded = true;
+            /* Frontends need not report (HAProxy checks their process):
+             * for them, being in the view is being up, and the role is the
+             * map's. */
+            bool frontend = pc->kind == HA_PAIR_FRONTEND;
+            const char *health = !st                ? "not-in-view"
+                                 : excluded         ? "excluded"
+                                 : !r && !frontend ? "no-report"
+                                                    : "up";
+            uint32_t role = MX_HA_FENCED;
+            if (r)
+                role = (uint32_t)r->role;
+            else if (frontend && st && mp->active)
+                role = strcmp(mp->primary, pc->members[m]) == 0 ? MX_HA_PRIMARY : MX_HA_STANDBY;
+            mx_frame_put_str(&frame, F_NODE, pc->members[m]);
+            mx_frame_put_u32(&frame, F_HA_ROLE, role);
+            mx_frame_put_u64(&frame, F_SEQ, r ? r->seq : 0);
+            mx_frame_put_u32(&frame, F_IN_SYNC, r && r->in_sync ? 1 : 0);
+            uint64_t lag = 0;
+            if (r && pr && pr->present && pr->seq > r->seq)
+                lag = pr->seq - r->seq;
+            mx_frame_put_u64(&frame, F_LAG, lag);
+            mx_frame_put_str(&frame, F_TEXT, health);
+        }
+    }
+    send_reply(&req, &frame);
+}
+
+static void handle_switchover(struct ha *ha, struct mx_server_request *req,
+                              const struct mx_frame_view *view)
+{
+    char *pair = NULL, *target = NULL;
+    if (mx_frame_get_str(view, F_PAIR, &pair) < 0) {
+        reply_ack(&req, MX_STATUS_PERMFAIL, "F_PAIR missing");
+        return;
+    }
+    (void)mx_frame_get_str(view, F_NODE, &target);
+    int p = ha_config_pair_index(&ha->config, pair);
+    const char *problem = NULL;
+    if (p < 0) {
+        problem = "no such pair in ha.pairs";
+    } else if (target && target[0]) {
+        problem = "target is not a member of the pair";
+        for (size_t m = 0; m < ha->config.pairs[p].n_members; m++)
+            if (strcmp(ha->config.pairs[p].members[m], target) == 0)
+                problem = NULL;
+    }
+    if (problem) {
+        reply_ack(&req, MX_STATUS_PERMFAIL, problem);
+    } else if (!may_assign(ha)) {
+        reply_ack(&req, MX_STATUS_TEMPFAIL, "this node's partition is not quorate");
+    } else {
+        uint8_t *data = NULL;
+        size_t len = 0;
+        if (ha_switchover_encode(pair, target, &data, &len) < 0 ||
+            ha_cpg_send(ha->cpg, data, len) != 0)
+            reply_ack(&req, MX_STATUS_TEMPFAIL, "could not multicast the request: try again");
+        else
+            reply_ack(&req, MX_STATUS_OK, "switchover requested");
+        free(data);
+    }
+    free(pair);
+    free(target);
+}
+
+static void on_control(void *ctx, struct mx_server_request *req, const struct mx_frame_view *view)
+{
+    struct ha *ha = ctx;
+    switch (view->type) {
+    case MSG_ANY_HA_STATUS_REPORT: handle_report(ha, req, view); break;
+    case MSG_ANY_HA_CLUSTER_STATUS: handle_status(ha, req); break;
+    case MSG_ANY_HA_SWITCHOVER: handle_switchover(ha, req, view); break;
+    default:
+        mx_log(MX_LOG_WARNING, "ha.unexpected_request", MX_KVU("type", view->type),
+               MX_KV("peer", mx_server_request_peer(req)));
+        reply_ack(&req, MX_STATUS_PERMFAIL, "mx-ha does not serve this request");
+    }
+}
+
+/* ---- agent-check ------------------------------------------------------- */
+
+static const char *agent_state(void *ctx)
+{
+    struct ha *ha = ctx;
+    if (!may_assign(ha))
+        return "down";
+    bool member = false;
+    for (size_t p = 0; p < ha->config.n_pairs; p++) {
+        const struct ha_pair_config *pc = &ha->config.pairs[p];
+        if (pc->kind != HA_PAIR_FRONTEND)
+            continue;
+        for (size_t m = 0; m < pc->n_members; m++)
+            if (strcmp(pc->members[m], ha->node) == 0)
+                member = true;
+        if (ha->map.pairs[p].active && strcmp(ha->map.pairs[p].primary, ha->node) == 0)
+            return "up";
+    }
+    return member ? "drain" : "down";
+}
+
+/* ---- heartbeat ---------------------------------------------------------- */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct ha *ha = arg;
+    uint64_t now = mx_now_ms();
+    for (size_t p = 0; p < ha->config.n_pairs; p++) {
+        if (ha->reports[p].present &&
+            now - ha->report_seen_ms[p] > (uint64_t)ha->heartbeat_ms * HA_REPORT_EXPIRY_BEATS) {
+            mx_log(MX_LOG_WARNING, "ha.report_expired", MX_KV("pair", ha->config.pairs[p].name),
+                   MX_KVU("silent_ms", now - ha->report_seen_ms[p]));
+            ha->reports[p].present = false;
+        }
+    }
+    if (!ha->cpg)
+        connect_corosync(ha);
+    send_state(ha);
+    publish_map(ha);
+    apply_vips(ha);
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static int load_pairs(struct ha *ha, const struct mx_config *config, char **error_r)
+{
+    struct mx_config_node root = mx_config_root(config);
+    size_t n = mx_config_list_len(&root, "ha.pairs");
+    if (n > HA_MAX_PAIRS) {
+        if (asprintf(error_r, "ha.pairs: %zu pairs, at most %d", n, HA_MAX_PAIRS) < 0)
+            *error_r = NULL;
+        return -1;
+    }
+    ha->config.n_pairs = n;
+    for (size_t i = 0; i < n; i++) {
+        struct mx_config_node el = mx_config_list_elem(&root, "ha.pairs", i);
+        struct ha_pair_config *pc = &ha->config.pairs[i];
+        const char *name = mx_config_string(&el, "name");
+        if (!ha_copy_name(pc->name, sizeof(pc->name), name) || !name[0] ||
+            ha_config_pair_index(&ha->config, name) != (int)i) {
+            if (asprintf(error_r, "ha.pairs[%zu].name \"%s\": empty, too long or repeated", i,
+                         name) < 0)
+                *error_r = NULL;
+            return -1;
+        }
+        pc->kind = strcmp(mx_config_string(&el, "kind"), "frontend") == 0 ? HA_PAIR_FRONTEND
+                                                                          : HA_PAIR_STORE;
+        size_t members = mx_config_strings_len(&el, "members");
+        if (members == 0 || members > HA_MAX_MEMBERS) {
+            if (asprintf(error_r, "ha.pairs[%zu] (%s): 1 to %d members, not %zu", i, name,
+                         HA_MAX_MEMBERS, members) < 0)
+                *error_r = NULL;
+            return -1;
+        }
+        pc->n_members = members;
+        for (size_t m = 0; m < members; m++) {
+            if (!ha_copy_name(pc->members[m], HA_NAME_MAX, mx_config_strings_at(&el, "members", m))) {
+                if (asprintf(error_r, "ha.pairs[%zu] (%s): member name too long", i, name) < 0)
+                    *error_r = NULL;
+                return -1;
+            }
+        }
+        const char *vip = mx_config_string(&el, "vip");
+        const char *iface = mx_config_string(&el, "vip_interface");
+        if (!ha_copy_name(pc->vip, sizeof(pc->vip), vip) ||
+            !ha_copy_name(pc->vip_interface, sizeof(pc->vip_interface), iface) ||
+            (vip[0] && !iface[0])) {
+            if (asprintf(error_r, "ha.pairs[%zu] (%s): vip needs vip_interface (both short)", i,
+                         name) < 0)
+                *error_r = NULL;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct mx_option *const tables[] = { mx_common_options, ha_options, NULL };
+    struct mx_config *config = mx_daemon_load_config(argc, argv, "ha", tables);
+    struct mx_config_node root = mx_config_root(config);
+    struct ha *ha = mx_calloc(1, sizeof(*ha));
+    ha->states = mx_calloc(HA_MAX_NODES, sizeof(*ha->states));
+    char *error = NULL;
+    const char *bus_error = NULL;
+    int rc = 1;
+    ha->base = event_base_new();
+    mx_daemon_on_signals(ha->base);
+    ha->heartbeat_ms = (unsigned)mx_config_duration_ms(&root, "ha.heartbeat");
+    if (!ha_copy_name(ha->node, sizeof(ha->node), mx_config_string(&root, "node.name")) ||
+        !ha_copy_name(ha->cpg_group, sizeof(ha->cpg_group), mx_config_string(&root, "ha.cpg_group"))) {
+        error = mx_strdup("node.name or ha.cpg_group too long");
+        goto out;
+    }
+    if (load_pairs(ha, config, &error) < 0)
+        goto out;
+    if (mx_bus_new(ha->base, &ha->bus, &bus_error) < 0 ||
+        mx_server_new(ha->bus, mx_config_string(&root, "ha.control"), on_control, ha,
+                      &ha->control, &bus_error) < 0 ||
+        mx_pub_new(ha->bus, mx_config_string(&root, "ha.publish"), &ha->pub, &bus_error) < 0) {
+        error = mx_strdup(bus_error ? bus_error : "bus set-up failed");
+        goto out;
+    }
+    const char *agent_listen = mx_config_string(&root, "ha.agent_listen");
+    if (agent_listen[0] &&
+        ha_agent_new(ha->base, agent_listen, agent_state, ha, &ha->agent, &error) < 0)
+        goto out;
+    ha->resend = evtimer_new(ha->base, on_resend, ha);
+    ha->tick = event_new(ha->base, -1, EV_PERSIST, on_tick, ha);
+    struct timeval beat = { ha->heartbeat_ms / 1000, (ha->heartbeat_ms % 1000) * 1000 };
+    event_add(ha->tick, &beat);
+    connect_corosync(ha);
+    mx_log(MX_LOG_NOTICE, "daemon.started", MX_KV("control", mx_server_endpoint(ha->control)),
+           MX_KV("publish", mx_pub_endpoint(ha->pub)), MX_KV("group", ha->cpg_group),
+           MX_KVU("pairs", ha->config.n_pairs), MX_KV("agent", agent_listen));
+    event_base_dispatch(ha->base);
+    rc = 0;
+out:
+    if (error) {
+        mx_log(MX_LOG_CRIT, "daemon.start_failed", MX_KV("error", error));
+        free(error);
+    }
+    /* Leaving: give up every VIP so the next active member can take it. */
+    ha->quorate = false;
+    ha->trusted = false;
+    apply_vips(ha);
+    ha_cpg_close(&ha->cpg);
+    ha_agent_free(&ha->agent);
+    if (ha->tick)
+        event_free(ha->tick);
+    if (ha->resend)
+        event_free(ha->resend);
+    mx_server_free(&ha->control);
+    mx_pub_free(&ha->pub);
+    mx_bus_free(&ha->bus);
+    event_base_free(ha->base);
+    mx_config_free(&config);
+    free(ha->states);
+    free(ha);
+    if (rc == 0)
+        mx_log(MX_LOG_NOTICE, "daemon.stopped");
+    return rc;
+}

@@ -1,0 +1,106 @@
+/* store_replication - mx-store's side of high availability (issue 6):
+ * the role and epoch mx-ha assigns, the primary's shipper of the operation
+ * log and the replica's applier. See /work/shared/DESIGN.md and
+ * docs/ARCHITECTURE.md for the cluster picture; the rules this file keeps:
+ *
+ *  - Role and epoch come from mx-ha by polling: every heartbeat (and at
+ *    once on a change) the store sends MSG_ANY_HA_STATUS_REPORT to
+ *    store.ha_control and the MSG_ANY_ACK carries the assignment (F_HA_ROLE,
+ *    F_EPOCH, F_PEER_ENDPOINT* = the replicas of a primary): the meaning of
+ *    MSG_HA_ANY_ROLE_ASSIGN. A higher epoch is persisted (meta "epoch")
+ *    BEFORE the store acts on it; a lower one is ignored. A store that got
+ *    no ack for store.ha_lease fences itself (FENCED: serves nothing).
+ *  - Epoch history: when a store becomes primary in epoch E with its log
+ *    ending at S it records "E:S+1": the records from S+1 on were written
+ *    in E. A replica copies its primary's history for the records it holds.
+ *    Two logs agree on 1..S iff their histories give every seq in 1..S the
+ *    same epoch (one primary per epoch writes each seq once) and, as a
+ *    belt-and-braces check, the record at S is byte-identical. Otherwise
+ *    the replica's log diverged (it was primary in an older epoch and wrote
+ *    records the new primary never had): full resync (RESYNC_BEGIN: wipe,
+ *    then every record from seq 1; the oplog is never trimmed today).
+ *  - Primary: after each group commit the writer's batch is shipped as ONE
+ *    MSG_STORE_STORE_OPLOG_APPLY (APPENDs followed by their bytes, read from
+ *    the durable file); in sync mode a client's reply is held until every
+ *    assigned replica acked a seq at or past the client's batch
+ *    (store_repl_safe_seq). Batches committed while one is in flight go out
+ *    together in the next message (pipelining: the writer never waits for
+ *    the network). A replica that does not ack in store.replication_timeout
+ *    is left out of the report's in-sync list: mx-ha then reassigns the
+ *    primary without it (degraded), which releases the held replies.
+ *  - Replica: applies in order, durably (one LMDB commit + fsyncs per
+ *    message), acks F_SEQ = last applied; F_IN_SYNC 1 once a primary of its
+ *    current epoch said nothing is left (F_LAG 0), reset on a new epoch.
+ *
+ * Threads: everything here runs on the event loop thread. */
+#ifndef STORE_REPLICATION_H
+#define STORE_REPLICATION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mx_bus.h"
+#include "store.h"
+
+struct event_base;
+struct store_repl;
+
+struct store_repl_config {
+    const char *shard;           /* F_SHARD in replication messages */
+    const char *pair;            /* F_PAIR towards mx-ha */
+    const char *ha_control;      /* mx-ha's ROUTER on this node */
+    const char *listen;          /* replication ROUTER ("" = cannot be a replica) */
+    const char *client_endpoint; /* store.listen as bound: F_ENDPOINT */
+    bool sync;                   /* false = async: acks after the local commit (lossy) */
+    unsigned timeout_ms;         /* replica ack timeout */
+    unsigned lease_ms;           /* fence after this long without mx-ha */
+    unsigned heartbeat_ms;       /* status report interval */
+};
+
+/* Called when the role or the safe seq changed: the server replies to the
+ * client writes it holds (or refuses them). */
+typedef void store_repl_notify_fn(void *ctx);
+
+/* store_repl_new - start FENCED, connect to mx-ha, bind the replication
+ * listener. error_r: heap. */
+int store_repl_new(struct event_base *base, struct mx_bus *bus, struct store *st,
+                   const struct store_repl_config *config, store_repl_notify_fn *notify,
+                   void *ctx, struct store_repl **repl_r, char **error_r);
+void store_repl_free(struct store_repl **repl);
+
+/* store_repl_primary - may the store serve clients now? NULL repl (no HA
+ * configured) = a standalone primary: true. */
+bool store_repl_primary(const struct store_repl *repl);
+/* store_repl_safe_seq - a client write whose batch ended at seq may be
+ * acknowledged iff seq <= this (UINT64_MAX: async, degraded or no HA). */
+uint64_t store_repl_safe_seq(const struct store_repl *repl);
+/* store_repl_committed - the writer committed up to last_seq: ship it. */
+void store_repl_committed(struct store_repl *repl, uint64_t last_seq);
+const char *store_repl_endpoint(const struct store_repl *repl);
+
+/* ---- epoch histories ("epoch:first_seq,...", ascending) ----------------- */
+
+struct store_epoch_range {
+    uint64_t epoch, first_seq;
+};
+#define STORE_HISTORY_MAX 200 /* ranges kept; older ones are dropped */
+
+/* store_history_parse - -1 for malformed text or ranges not strictly
+ * ascending in both epoch and first_seq; at most STORE_HISTORY_MAX. */
+int store_history_parse(const char *text, struct store_epoch_range *v, size_t *n_r);
+/* store_history_format - into out (size bytes); -1 if it does not fit. */
+int store_history_format(const struct store_epoch_range *v, size_t n, char *out, size_t size);
+/* store_history_epoch_of - the epoch seq was written in (0 = before any
+ * epoch: a standalone store's records). */
+uint64_t store_history_epoch_of(const struct store_epoch_range *v, size_t n, uint64_t seq);
+/* store_history_agree - do two histories give every seq in 1..upto the
+ * same epoch? */
+bool store_history_agree(const struct store_epoch_range *a, size_t na,
+                         const struct store_epoch_range *b, size_t nb, uint64_t upto);
+/* store_history_begin_epoch - append "epoch:first_seq" (a store becoming
+ * primary); the oldest range is dropped when full. */
+void store_history_begin_epoch(struct store_epoch_range *v, size_t *n, uint64_t epoch,
+                               uint64_t first_seq);
+
+#endif

@@ -1,0 +1,254 @@
+"""test_store_replication - two real mx-store processes replicating one
+shard, each under a fake mx-ha (tests/tools/mx-fake-ha: the role, epoch and
+replicas come from a file this test writes).
+
+One scenario, in order (each step needs the state the previous one left):
+  1. A primary (epoch 1, replica B), B replica: B refuses clients with
+     STALE_EPOCH; every append/flag/expunge A acknowledged is on B the
+     moment the OK arrives (synchronous replication: same UIDs, same file
+     names), B reports in_sync.
+  2. Under a burst of concurrent appends, kill -9 A; promote B (epoch 2):
+     every message A acknowledged is on B with the same UIDVALIDITY, UID,
+     flags and POP3 UIDL.
+  3. A rejoins as B's replica and catches up; roles switch back; then an
+     unacknowledged write: B down (cannot ack), A commits an append it
+     never acknowledges, A is killed, B promoted. A comes back as B's
+     replica: its log has a record B never had (epoch histories differ),
+     so it is wiped and resynced: afterwards A equals B and the
+     unacknowledged message is gone from A too.
+  4. A told a newer epoch refuses B's records: B fences itself (no more
+     acks); reassigned in that epoch, replication resumes.
+  5. B's mx-ha goes silent: after store.ha_lease B refuses writes.
+"""
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.environ.get("MX_SOURCE_DIR", ".") + "/deploy")
+from mxlaunch import procs, stop_all  # noqa: E402
+from mxlaunch.store import FakeHa, Store  # noqa: E402
+
+USER = "alice@example.test"
+USER2 = "bob@example.test"
+OK, DUPLICATE, STALE_EPOCH = 0, 1, 7
+FENCED, PRIMARY, REPLICA = 0, 1, 2
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+FETCH_FLAGS, FETCH_POP3_UIDL = 0x1, 0x80
+
+
+def new_id():
+    return random.choice("01234567") + "".join(random.choice(ALPHABET) for _ in range(25))
+
+
+def body(n):
+    return (b"From: Carol <carol@example.test>\r\nTo: alice@example.test\r\n"
+            b"Subject: replicated %d\r\nMessage-ID: <r%d@example.test>\r\n\r\n" % (n, n)
+            + b"line of text\r\n" * (1 + n % 50))
+
+
+def maildir_files(store):
+    """{(user dir, folder, subdir, file name)} of every message file."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(store.root):
+        if ".index" in dirnames:
+            dirnames.remove(".index")
+        sub = os.path.basename(dirpath)
+        if sub in ("cur", "new"):
+            rel = os.path.relpath(os.path.dirname(dirpath), store.root)
+            out |= {(rel, sub, n) for n in filenames if not n.startswith(".")}
+    return out
+
+
+def fetch_all(store, user, mailbox):
+    """{uid: (flags tuple, pop3 uidl)} and the UIDVALIDITY."""
+    sel = store.request("mailbox_select", user=user, mailbox=mailbox)
+    assert sel.status == OK, sel
+    f = store.request("message_fetch", user=user, mailbox=mailbox, uid_set="1:*",
+                      fetch_items=FETCH_FLAGS | FETCH_POP3_UIDL)
+    assert f.status == OK, f
+    out, uid = {}, None
+    for name, value in f:
+        if name == "uid":
+            uid = value
+            out[uid] = ([], None)
+        elif name == "flag" and uid is not None:
+            out[uid][0].append(value)
+        elif name == "pop3_uidl" and uid is not None:
+            out[uid] = (out[uid][0], value)
+    return sel.get("uidvalidity"), {u: (tuple(sorted(fl)), uidl) for u, (fl, uidl) in out.items()}
+
+
+class StoreReplicationTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mxrepl-")
+        self.ha = {}
+        self.stores = {}
+        for name in ("a", "b"):
+            os.mkdir(os.path.join(self.dir, name))
+            self.ha[name] = FakeHa(self.dir, "ha-" + name)
+        self.rep = {name: "tcp://127.0.0.1:%d" % procs.free_port() for name in ("a", "b")}
+        for name in ("a", "b"):
+            self.stores[name] = Store(root=os.path.join(self.dir, name), ha_control=self.ha[name].endpoint,
+                                      replication_listen=self.rep[name], ha_lease="1500ms",
+                                      replication_timeout="1s")
+
+    def tearDown(self):
+        for s in self.stores.values():
+            s.close()
+        for h in self.ha.values():
+            h.stop()
+        if not os.environ.get("MX_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def append(self, store, n, user=USER, mailbox="INBOX", msgid=None, timeout_ms=10000, **kw):
+        return store.request("append", timeout_ms=timeout_ms, user=user, mailbox=mailbox, create=1,
+                             body=body(n), msgid=msgid or new_id(), **kw)
+
+    def wait_role(self, name, role, epoch, **more):
+        def ok(r):
+            return (r.get("role") == role and r.get("epoch") == epoch
+                    and all(r.get(k) == v for k, v in more.items()))
+        return self.ha[name].wait_report(ok, what="role %d epoch %d %r" % (role, epoch, more))
+
+    def test_replication_failover_resync_fencing(self):
+        a, b = self.stores["a"], self.stores["b"]
+        # ---- 1. A primary, B replica, synchronous ----
+        self.ha["b"].assign("replica", 1)
+        self.ha["a"].assign("primary", 1, [self.rep["b"]])
+        self.wait_role("b", REPLICA, 1)
+        self.wait_role("a", PRIMARY, 1)
+        self.assertEqual(self.append(b, 0).status, STALE_EPOCH, "a replica must refuse writes")
+        self.assertEqual(b.request("mailbox_list", user=USER).status, STALE_EPOCH,
+                         "a replica must refuse reads")
+        acked = {}
+        for n in range(1, 16):
+            r = self.append(a, n, user=USER if n % 3 else USER2, mailbox="INBOX" if n % 4 else "Work")
+            self.assertEqual(r.status, OK, r)
+            acked[n] = r
+            # synchronous: on B (same file name) the moment A said OK
+            self.assertEqual(maildir_files(a), maildir_files(b), "after append %d" % n)
+        r = a.request("flags_store", user=USER, mailbox="INBOX", uid_set="1:3", flag_mode=1,
+                      fields=[("flag", "\\Seen"), ("flag", "\\Deleted"), ("flag", "$Work")])
+        self.assertEqual(r.status, OK, r)
+        r = a.request("message_expunge", user=USER, mailbox="INBOX", uid_set="2")
+        self.assertEqual(r.status, OK, r)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+        procs.wait_until(lambda: self.ha["b"].report().get("in_sync") == 1 and
+                         self.ha["b"].report().get("seq") == self.ha["a"].report().get("seq") > 0,
+                         timeout=15, what="the replica to report in sync at the primary's seq")
+        self.assertEqual(self.ha["b"].report()["role"], REPLICA)
+        self.assertIn(self.rep["b"], self.ha["a"].report()["peer"])
+        before = {(u, m): fetch_all(a, u, m) for u, m in
+                  ((USER, "INBOX"), (USER, "Work"), (USER2, "INBOX"), (USER2, "Work"))}
+
+        # ---- 2. kill -9 the primary under load, promote the replica ----
+        burst_acked, stop = [], threading.Event()
+
+        def writer(k):
+            n = 1000 * (k + 1)
+            while not stop.is_set():
+                n += 1
+                mid = new_id()
+                try:
+                    r = self.append(a, n, msgid=mid, timeout_ms=1500)
+                except procs.ProcessError:
+                    continue  # no answer: not acknowledged
+                if r.status == OK:
+                    burst_acked.append((mid, r.get("uid"), r.get("uidvalidity")))
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        a.kill()
+        stop.set()
+        for t in threads:
+            t.join()
+        self.assertGreater(len(burst_acked), 5, "the burst got too few acknowledgements to mean much")
+        self.ha["b"].assign("primary", 2)  # degraded: A is gone
+        self.wait_role("b", PRIMARY, 2)
+        for (user, mailbox), (uv, msgs) in before.items():
+            uv_b, msgs_b = fetch_all(b, user, mailbox)
+            self.assertEqual(uv_b, uv, (user, mailbox))
+            for uid, (flags, uidl) in msgs.items():
+                self.assertIn(uid, msgs_b, (user, mailbox, uid))
+                self.assertEqual(msgs_b[uid], (flags, uidl), (user, mailbox, uid))
+        uv_b, msgs_b = fetch_all(b, USER, "INBOX")
+        for mid, uid, uv in burst_acked:
+            self.assertEqual(uv, uv_b)
+            self.assertIn(uid, msgs_b, "acknowledged append %s uid %d lost in the failover" % (mid, uid))
+            # the retry of an acknowledged message finds it under the same UID
+            r = self.append(b, 0, msgid=mid)
+            self.assertEqual((r.status, r.get("uid")), (DUPLICATE, uid))
+        self.assertEqual(self.append(b, 50).status, OK)
+
+        # ---- 3. the old primary rejoins; an unacknowledged write; resync ----
+        # A comes back as B's replica (epoch 3) and catches up (or resyncs:
+        # the kill may have left it a record B never got)
+        self.ha["a"].assign("replica", 3)
+        self.ha["b"].assign("primary", 3, [self.rep["a"]])
+        a.start()
+        self.wait_role("a", REPLICA, 3)
+        self.wait_role("b", PRIMARY, 3)
+        self.ha["a"].wait_report(lambda r: r.get("in_sync") == 1, what="A in sync with B")
+        self.assertEqual(maildir_files(a), maildir_files(b), "A caught up with B's epoch-2 writes")
+        # switch back (A is in sync): epoch 4, A primary, B replica
+        self.ha["b"].assign("replica", 4)
+        self.ha["a"].assign("primary", 4, [self.rep["b"]])
+        self.wait_role("b", REPLICA, 4)
+        self.wait_role("a", PRIMARY, 4)
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync with A")
+        # B is down (a paused B would still apply what is queued for it):
+        # A commits an append it never acknowledges, then dies
+        b.stop()
+        lost_id = new_id()
+        with self.assertRaises(procs.ProcessError):
+            self.append(a, 77, msgid=lost_id, timeout_ms=1500)
+        a.kill()
+        self.ha["b"].assign("primary", 5)
+        b.start()
+        self.wait_role("b", PRIMARY, 5)
+        self.assertEqual(self.append(b, 78).status, OK)
+        # A's log now ends with an epoch-4 record where B's has epoch 5's
+        self.ha["a"].assign("replica", 5)
+        self.ha["b"].assign("primary", 5, [self.rep["a"]])
+        a.start()
+        self.wait_role("a", REPLICA, 5)
+        self.ha["a"].wait_report(lambda r: r.get("in_sync") == 1, what="A resynced")
+        self.assertIn("store.resync_begin", a.log())
+        self.assertEqual(maildir_files(a), maildir_files(b))
+        self.assertNotIn(lost_id, "".join(n for _, _, n in maildir_files(a)),
+                         "the unacknowledged append must be gone after the resync")
+        self.assertEqual(self.append(b, 79).status, OK)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+
+        # ---- 4. a replica in a newer epoch refuses; the primary fences ----
+        self.ha["a"].assign("replica", 6)
+        self.wait_role("a", REPLICA, 6)
+        r = self.append(b, 80, timeout_ms=3000)
+        self.assertEqual(r.status, STALE_EPOCH, "B must not acknowledge once a newer epoch exists")
+        self.wait_role("b", FENCED, 6)
+        self.ha["b"].assign("primary", 6, [self.rep["a"]])
+        self.wait_role("b", PRIMARY, 6)
+        self.assertEqual(self.append(b, 81).status, OK)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+
+        # ---- 5. mx-ha silent: the lease runs out, the store fences ----
+        self.ha["b"].assign("silent", 6)
+        time.sleep(2.5)
+        self.assertEqual(self.append(b, 82, timeout_ms=3000).status, STALE_EPOCH)
+        self.ha["b"].assign("primary", 6, [self.rep["a"]])
+        self.wait_role("b", PRIMARY, 6)
+        self.assertEqual(self.append(b, 83).status, OK)
+
+
+if __name__ == "__main__":
+    try:
+        unittest.main()
+    finally:
+        stop_all()
