@@ -644,6 +644,12 @@ int main(int argc, char **argv)
     }
     if (load_pairs(ha, config, &error) < 0)
         goto out;
+    /* A VIP left behind by a previous mx-ha of this node (killed before it
+     * could remove it) must go: counting it as held makes the first
+     * apply_vips remove it until this node is told otherwise. */
+    for (size_t p = 0; p < ha->config.n_pairs; p++)
+        ha->vip_held[p] = ha->config.pairs[p].vip[0] != '\0';
+    apply_vips(ha);
     if (mx_bus_new(ha->base, &ha->bus, &bus_error) < 0 ||
         mx_server_new(ha->bus, mx_config_string(&root, "ha.control"), on_control, ha,
                       &ha->control, &bus_error) < 0 ||

@@ -103,10 +103,26 @@ void imap_write_nstring(struct imap_session *s, const char *data, size_t len)
         imap_write_string(s, data, len);
 }
 
+/* write_astring - an atom when the text allows one (what clients most
+ * often expect for mailbox names: INBOX, Sent), else a string. */
+static void write_astring(struct imap_session *s, const char *text, size_t len)
+{
+    bool atom = len > 0 && !(len == 3 && strncasecmp(text, "NIL", 3) == 0);
+    for (size_t i = 0; i < len && atom; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("(){%*\"\\", c) != NULL)
+            atom = false;
+    }
+    if (atom)
+        imap_write(s, text, len);
+    else
+        imap_write_string(s, text, len);
+}
+
 void imap_write_mailbox(struct imap_session *s, const char *utf8_name)
 {
     if (s->utf8_accept || s->rev2) {
-        imap_write_string(s, utf8_name, strlen(utf8_name));
+        write_astring(s, utf8_name, strlen(utf8_name));
         return;
     }
     char *wire = NULL;
@@ -119,7 +135,7 @@ void imap_write_mailbox(struct imap_session *s, const char *utf8_name)
         imap_write_string(s, "INBOX", 5);
         return;
     }
-    imap_write_string(s, wire, strlen(wire));
+    write_astring(s, wire, strlen(wire));
     free(wire);
 }
 

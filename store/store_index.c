@@ -881,7 +881,9 @@ static int mailbox_new_locked(struct store_batch *b, const char *user, const cha
     mb->uidvalidity = (uint32_t)uv;
     mb->uidnext = 1;
     mb->highestmodseq = 1;
-    mb->subscribed = true;
+    /* CREATE does not subscribe (RFC 9051 6.3.4); the folders every
+     * account starts with are subscribed so clients show them */
+    mb->subscribed = strcmp(name, MAILBOX_NAME_INBOX) == 0 || (special_use && *special_use);
     snprintf(mb->special_use, sizeof mb->special_use, "%s", special_use ? special_use : "");
     struct sbuf r = { 0 };
     oplog_head(&r, STORE_OP_MAILBOX_CREATE, user, name, mb);

@@ -32,7 +32,8 @@ from mxlaunch import netns  # noqa: E402
 from mxlaunch.corosync import CorosyncRing  # noqa: E402
 from mxlaunch.ha import CONTROL, AGENT_PORT, HaDaemon  # noqa: E402
 
-PAIRS = [("shard1", "store", ["node1", "node2", "node3"]),
+VIP = "10.77.0.100"
+PAIRS = [("shard1", "store", ["node1", "node2", "node3"], VIP + "/24", "eth0"),
          ("imap", "frontend", ["node2", "node3"])]
 ASSIGN = re.compile(r"assign role=(\w+) epoch=(\d+)")
 
@@ -141,6 +142,26 @@ class HaCorosyncTest(unittest.TestCase):
         r = self.net.run(i, [sys.executable, "-c", code], timeout=10)
         return r.stdout.strip()
 
+    def vip_holders(self):
+        return [i for i in (1, 2, 3)
+                if " %s/" % VIP in self.net.run(i, ["ip", "-4", "addr", "show", "dev", "eth0"]).stdout]
+
+    def mac(self, i):
+        return self.net.run(i, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+    def neighbour_mac(self, i):
+        out = self.net.run(i, ["ip", "neigh", "show", VIP, "dev", "eth0"]).stdout
+        m = re.search(r"lladdr (\S+)", out)
+        return m.group(1) if m else None
+
+    def touch_vip(self, i):
+        """Connect from node I to the VIP (the agent port listens on every
+        address), so node I's neighbour table caches the VIP's MAC."""
+        code = ("import socket; socket.create_connection(('%s', %d), timeout=3).close()"
+                % (VIP, AGENT_PORT))
+        r = self.net.run(i, [sys.executable, "-c", code], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
     def assert_no_split_brain(self, samples):
         """In every sample, at most one primary holds the highest epoch in
         which anyone is primary (an older-epoch "primary" is fenced by the
@@ -172,6 +193,8 @@ class HaCorosyncTest(unittest.TestCase):
         self.assertRegex(out, r"  member node3 role=standby .*state=up")
         self.assertRegex(out, r"pair imap active=node2 epoch=\d+")
         # the frontend pair: node2 active -> up, node3 standby -> drain, node1 not a member
+        wait_until(lambda: self.vip_holders() == [primary], timeout=5,
+                   what="the VIP on node%d only (now %s)" % (primary, self.vip_holders()))
         wait_until(lambda: self.agent(2) == "up", timeout=5, what="agent up on node2")
         self.assertEqual(self.agent(3), "drain")
         self.assertEqual(self.agent(1), "down")
@@ -208,6 +231,10 @@ class HaCorosyncTest(unittest.TestCase):
         old = self.primary
         old_epoch = self.stores[old].state()[1]
         majority = [i for i in (1, 2, 3) if i != old]
+        wait_until(lambda: self.vip_holders() == [old], timeout=5, what="the VIP on node%d" % old)
+        for i in majority:
+            self.touch_vip(i)
+            self.assertEqual(self.neighbour_mac(i), self.mac(old))
         samples = []
         t0 = time.monotonic()
         self.net.link_down(old)
@@ -230,6 +257,14 @@ class HaCorosyncTest(unittest.TestCase):
         self.assert_no_split_brain(samples)
         new = self.wait_single_primary(majority, above_epoch=old_epoch)
         new_epoch = self.stores[new].state()[1]
+        # the VIP moved (the fenced minority dropped it), and the gratuitous
+        # ARP updated the other node's cache at once (without it the stale
+        # entry would point at the old primary until re-probed)
+        wait_until(lambda: self.vip_holders() == [new], timeout=5,
+                   what="the VIP on node%d only (now %s)" % (new, self.vip_holders()))
+        observer = [i for i in majority if i != new][0]
+        wait_until(lambda: self.neighbour_mac(observer) == self.mac(new), timeout=2,
+                   what="node%d's ARP cache to follow the VIP" % observer)
         # the minority stays fenced and says why
         time.sleep(1.0)
         self.assertEqual(self.stores[old].state()[0], "fenced")
