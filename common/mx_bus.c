@@ -867,6 +867,31 @@ static bool client_on_msg(void *owner, zmq_msg_t *parts, size_t nparts, bool too
                    MX_KV("endpoint", ep->zs->label), MX_KVU("request_id", view.request_id));
         return false;
     }
+    uint32_t status;
+    uint64_t now = now_ms();
+    if (mx_frame_get_u32(&view, F_STATUS, &status) == 0 && status == MX_STATUS_STALE_EPOCH &&
+        now < req->deadline_ms) {
+        /* That instance is not the primary (a replica, fenced, or an old
+         * primary): not an attempt that failed, so it costs none. Ask the
+         * others at once; when every instance says so (a failover in
+         * progress) ask again shortly, until the request's budget ends. */
+        ep->down_until_ms = now + MX_BUS_STALE_BACKOFF_MS;
+        req->sent_attempts--;
+        req->awaiting_reply = false;
+        client_hash_insert(c, req);
+        evtimer_del(req->timer);
+        bool other = false;
+        for (size_t i = 0; i < c->n_eps && !other; i++)
+            other = c->eps[i].down_until_ms <= now;
+        if (mx_log_enabled(MX_LOG_DEBUG))
+            mx_log(MX_LOG_DEBUG, "bus.not_primary", MX_KV("peer_role", c->name),
+                   MX_KV("endpoint", ep->zs->label), MX_KVU("request_id", req->id));
+        if (other)
+            client_send(c, req);
+        else
+            evtimer_add(req->timer, c->tv_unsent);
+        return false;
+    }
     ep->down_until_ms = 0; /* it answers after all */
     c->stats.replies++;
     mx_client_done_fn *cb = req->cb;

@@ -66,6 +66,13 @@ struct event_base;
  * time when it could not be sent at all (worst case about twice the
  * budget for a mix of both). */
 #define MX_BUS_UNSENT_RETRY_MS 50
+/* A reply with F_STATUS MX_STATUS_STALE_EPOCH means "I am not the primary"
+ * (a store replica or a fenced one, issue 6): the client asks its other
+ * endpoints at once, and skips that one this long. Such replies do not use
+ * up attempts; the request's time budget (timeout_ms x max_attempts) still
+ * ends it, so a shard without any primary gives MX_BUS_TIMEOUT. */
+#define MX_BUS_STALE_BACKOFF_MS 500
+
 /* Longest PUB/SUB topic, bytes (topics are short ASCII names). */
 #define MX_BUS_TOPIC_MAX 255
 

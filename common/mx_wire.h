@@ -209,7 +209,9 @@
       "reply MSG_HA_ANY_CLUSTER_STATUS_RESULT")                                  \
     X(MSG_HA_ANY_CLUSTER_STATUS_RESULT,   404, "ha -> mxctl",                    \
       "F_STATUS, F_EPOCH, F_QUORATE, F_NODE* (members), then per pair F_PAIR, " \
-      "F_NODE (active), F_HA_ROLE, F_SEQ, F_IN_SYNC, F_LAG (records behind)")  \
+      "F_NODE (active, \"\" = none), F_EPOCH, then per member of the pair "     \
+      "F_NODE, F_HA_ROLE, F_SEQ, F_IN_SYNC, F_LAG (records behind), F_TEXT "   \
+      "(up | no-report | not-in-view | excluded)")                             \
     X(MSG_ANY_HA_SWITCHOVER,              405, "mxctl -> ha",                    \
       "F_PAIR, [F_NODE target]: graceful move (drain, sync, switch); MSG_ANY_ACK")\
     X(MSG_HA_HA_STATE,                    406, "ha -> ha (Corosync CPG)",        \

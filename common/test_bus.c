@@ -123,6 +123,7 @@ static void run_for(unsigned ms)
 enum srv_mode {
     SRV_ACK,          /* ack every request at once */
     SRV_DROP,         /* drop every request unanswered */
+    SRV_STALE,        /* answer MX_STATUS_STALE_EPOCH: "not the primary" */
     SRV_HOLD,         /* keep the request objects, answer nothing */
     SRV_ACK_RETRIES,  /* hold first attempts, ack those with F_RETRY */
     SRV_FREE_SELF,    /* free the server inside the handler, then ack */
@@ -167,6 +168,9 @@ static void srv_handler(void *ctx, struct mx_server_request *req, const struct m
     case SRV_DROP:
         mx_server_request_drop(&req);
         assert_null(req);
+        break;
+    case SRV_STALE:
+        assert_int_equal(mx_server_ack(&req, MX_STATUS_STALE_EPOCH, "replica", &error), 0);
         break;
     case SRV_ACK_RETRIES:
         if ((frame->flags & MX_FRAME_F_RETRY) != 0) {
@@ -624,6 +628,45 @@ static void test_failover_from_silent_instance(void **state)
     mx_client_free(&client);
     srv_stop(&a);
     srv_stop(&b);
+}
+
+
+/* A store replica answers STALE_EPOCH: the client asks the other instance
+ * at once (no timeout waited, no attempt used), and a shard where every
+ * instance says so ends with a timeout after the budget. */
+static void test_stale_epoch_goes_to_primary(void **state)
+{
+    (void)state;
+    struct srv replica, primary;
+    srv_start(&replica, ipc_endpoint("r"), SRV_STALE);
+    srv_start(&primary, ipc_endpoint("p"), SRV_ACK);
+    const char *eps[] = { ipc_endpoint("r"), ipc_endpoint("p") };
+    struct mx_client *client = client_new(eps, 2, 2000, 1, 60000);
+    struct srv *srvs[] = { &replica, &primary };
+    warm_up(client, srvs, 2);
+    struct done d[4] = { 0 };
+    for (int i = 0; i < 4; i++) {
+        send_submit(client, &d[i]);
+        assert_true(run_until(done_called, &d[i], 1500)); /* well inside one timeout */
+        assert_int_equal(d[i].result, MX_BUS_REPLY);
+        assert_int_equal(d[i].status, MX_STATUS_OK);
+    }
+    assert_int_equal(primary.calls, 4);
+    assert_true(replica.calls >= 1);
+    mx_client_free(&client);
+
+    /* no primary at all: STALE everywhere until the budget ends */
+    srv_stop(&primary);
+    const char *only[] = { ipc_endpoint("r") };
+    client = client_new(only, 1, 300, 1, 60000);
+    unsigned before = replica.calls;
+    struct done late = { 0 };
+    send_submit(client, &late);
+    assert_true(run_until(done_called, &late, 5000));
+    assert_int_equal(late.result, MX_BUS_TIMEOUT);
+    assert_true(replica.calls > before + 1); /* asked again while waiting */
+    mx_client_free(&client);
+    srv_stop(&replica);
 }
 
 static void test_failover_from_unbound_endpoint(void **state)
@@ -1323,6 +1366,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout_with_retries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_from_silent_instance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_from_unbound_endpoint, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_epoch_goes_to_primary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_and_duplicate_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_frames_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_replies_dropped, setup, teardown),

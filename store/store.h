@@ -44,6 +44,14 @@
  *  - Encoding: u8 record version (STORE_OP_VERSION), u8 type, then fields
  *    in a fixed order per type; integers big-endian, strings as u32 length
  *    + bytes. Readers refuse versions they do not know.
+ *  - The log is never trimmed today: a replica that was away always
+ *    catches up from its last record; one whose log diverged is wiped and
+ *    resynced from seq 1 (store_replication.h). A replica applies records
+ *    with store_apply, which keeps ids, UIDs, MODSEQs and file names.
+ *  - Start-up recovery (orphans indexed, missing files expunged) writes
+ *    records of its own: on an HA store that was a replica this makes its
+ *    log differ from its primary's, which the primary detects and answers
+ *    with a resync (correct, only slower).
  *
  * Users and paths: the Maildir of user "local@domain" is
  *   <root>/<domain lower-cased>/<local>/

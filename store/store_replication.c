@@ -16,10 +16,12 @@
 #include "mx_alloc.h"
 #include "mx_log.h"
 
-/* An OPLOG_APPLY stops growing past this (one record always goes): a
- * maximal message plus its record still fits MX_WIRE_FRAME_MAX. */
-#define SHIP_FRAME_SOFT_MAX (MX_WIRE_FRAME_MAX / 4)
-#define SHIP_RECORDS_MAX 4096
+/* An OPLOG_APPLY stops growing past these (one record always goes; a
+ * maximal message plus its record still fits MX_WIRE_FRAME_MAX). A live
+ * batch (at most store.max_batch appends) fits; a catch-up is cut so one
+ * message applies (a file fsync per APPEND) well within the timeout. */
+#define SHIP_FRAME_SOFT_MAX (MX_WIRE_FRAME_MAX / 8)
+#define SHIP_RECORDS_MAX 1024
 /* The largest message file shipped (bigger than any SIZE limit). */
 #define SHIP_BODY_MAX (MX_WIRE_FRAME_MAX - 1024 * 1024)
 

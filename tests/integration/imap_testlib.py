@@ -82,7 +82,24 @@ class MxTarget:
         return self.cluster.imapd.log()
 
     def close(self):
+        """close - stop everything; fail if mx-imapd's log holds a sanitizer
+        report (an ASan/UBSan build prints them, leaks at exit included)."""
+        report = ""
+        imapd = self.cluster.imapd
+        if imapd is not None:
+            imapd.stop()
+            try:
+                log = imapd.log()
+            except OSError:
+                log = ""
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                at = log.find(marker)
+                if at >= 0:
+                    report = log[max(0, at - 200):at + 3000]
+                    break
         self.cluster.close()
+        if report:
+            raise AssertionError("mx-imapd sanitizer report:\n" + report)
 
 
 class DovecotTarget:

@@ -223,6 +223,9 @@ class HaCorosyncTest(unittest.TestCase):
         wait_until(lambda: self.stores[old].state() == ("replica", new_epoch), timeout=15,
                    what="the old primary to rejoin as a replica")
         self.assertEqual(self.stores[new].state(), ("primary", new_epoch))
+        # the killed mx-ha could not remove its VIP: the restarted one does
+        wait_until(lambda: self.vip_holders() == [new], timeout=5,
+                   what="the VIP on node%d only (now %s)" % (new, self.vip_holders()))
         for i in (1, 2, 3):
             wait_until(lambda: self.pair_line(i) == ("node%d" % new, new_epoch), timeout=5,
                        what="node%d to show the new map" % i)
@@ -278,6 +281,27 @@ class HaCorosyncTest(unittest.TestCase):
             wait_until(lambda: self.pair_line(i) == ("node%d" % new, new_epoch), timeout=5,
                        what="node%d to show the healed map" % i)
             self.assertIn("quorum: yes", self.status(i))
+
+    def test_corosync_restart_under_running_ha(self):
+        # a replica node's corosync dies: its mx-ha fences its store, the
+        # others keep the primary; corosync comes back: mx-ha reconnects by
+        # itself and the store is a replica again
+        primary = self.primary
+        epoch = self.stores[primary].state()[1]
+        node = [i for i in (1, 2, 3) if i != primary][0]
+        self.ring.node(node).kill()
+        wait_until(lambda: self.stores[node].state()[0] == "fenced", timeout=5,
+                   what="node%d's store to be fenced" % node)
+        self.assertIn("quorum: no", self.status(node))
+        self.assertEqual(self.stores[primary].state(), ("primary", epoch))
+        self.ring.node(node).start()
+        wait_until(lambda: self.stores[node].state() == ("replica", epoch), timeout=15,
+                   what="node%d to rejoin as a replica (now %s)" % (node, self.states([node])))
+        self.assertEqual(self.stores[primary].state(), ("primary", epoch))
+        with open(self.ha[node].log) as f:
+            log = f.read()
+        self.assertIn("ha.corosync_lost", log)
+        self.assertGreaterEqual(log.count("ha.corosync_joined"), 2)
 
     def test_switchover(self):
         old = self.primary

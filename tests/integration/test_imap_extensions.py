@@ -452,6 +452,9 @@ class TestEsearchList(ExtCase):
         self.require(r, b"LIST-EXTENDED")
         self.cmd_ok(r, b"CREATE parent")
         self.cmd_ok(r, b"CREATE parent/child")
+        # a server may subscribe what CREATE made; only parent/child stays
+        r.command(b"UNSUBSCRIBE parent")
+        r.command(b"UNSUBSCRIBE parent/child")
         self.cmd_ok(r, b"SUBSCRIBE parent/child")
         lines = self.cmd_ok(r, b'LIST (SUBSCRIBED) "" "parent*"')
         listed = [l for l in lines if l.startswith(b"* LIST")]
