@@ -680,6 +680,7 @@ struct mx_client {
     struct mx_client_stats stats;
     int busy;
     bool dead;
+    bool stale_epoch_is_reply;
 };
 
 static size_t client_slot(const struct mx_client *c, uint64_t id)
@@ -869,8 +870,8 @@ static bool client_on_msg(void *owner, zmq_msg_t *parts, size_t nparts, bool too
     }
     uint32_t status;
     uint64_t now = now_ms();
-    if (mx_frame_get_u32(&view, F_STATUS, &status) == 0 && status == MX_STATUS_STALE_EPOCH &&
-        now < req->deadline_ms) {
+    if (!c->stale_epoch_is_reply && mx_frame_get_u32(&view, F_STATUS, &status) == 0 &&
+        status == MX_STATUS_STALE_EPOCH && now < req->deadline_ms) {
         /* That instance is not the primary (a replica, fenced, or an old
          * primary): not an attempt that failed, so it costs none. Ask the
          * others at once; when every instance says so (a failover in
@@ -940,6 +941,7 @@ int mx_client_new(struct mx_bus *bus, const char *const *endpoints, size_t n,
                                                                   : CLIENT_ATTEMPTS_DEFAULT;
     c->backoff_ms = config != NULL && config->backoff_ms != 0 ? config->backoff_ms
                                                               : CLIENT_BACKOFF_DEFAULT_MS;
+    c->stale_epoch_is_reply = config != NULL && config->stale_epoch_is_reply;
     c->tv_attempt = client_common_timeout(c, &c->tv_attempt_plain, c->timeout_ms);
     c->tv_unsent = client_common_timeout(
         c, &c->tv_unsent_plain,

@@ -173,6 +173,10 @@ struct mx_client_config {
     unsigned max_attempts; /* sends before MX_BUS_TIMEOUT; 0 = 3 */
     unsigned backoff_ms;   /* an endpoint whose attempt timed out is skipped
                             * this long while others exist; 0 = 10000 */
+    bool stale_epoch_is_reply; /* hand a STALE_EPOCH reply to the callback instead
+                                * of asking the other endpoints (store
+                                * replication: a replica's refusal fences the
+                                * primary that sent it) */
 };
 
 /* mx_client_new - connect one DEALER (ZMQ_IMMEDIATE, so nothing queues for

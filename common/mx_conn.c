@@ -34,6 +34,7 @@ enum conn_state {
 
 struct mx_conn {
     struct mx_conn_config cfg;
+    struct mx_conn *reg_prev, *reg_next; /* in cfg.registry */
     const struct mx_conn_ops *ops;
     void *ctx;
     char sid[32];
@@ -58,6 +59,16 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg);
 
 static void conn_free(struct mx_conn *c)
 {
+    struct mx_conn_registry *reg = c->cfg.registry;
+    if (reg) {
+        if (c->reg_prev)
+            c->reg_prev->reg_next = c->reg_next;
+        else
+            reg->head = c->reg_next;
+        if (c->reg_next)
+            c->reg_next->reg_prev = c->reg_prev;
+        reg->count--;
+    }
     struct bufferevent *below = c->bev ? bufferevent_get_underlying(c->bev) : NULL;
     if (below && c->below_output_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(below), c->below_output_cb);
@@ -180,6 +191,13 @@ struct mx_conn *mx_conn_new(const struct mx_conn_config *cfg, int fd, const stru
     snprintf(c->sid, sizeof c->sid, "%s", sid ? sid : "");
     snprintf(c->role, sizeof c->role, "%s", cfg->role ? cfg->role : "conn");
     conn_set_peer(c, peer);
+    if (cfg->registry) {
+        c->reg_next = cfg->registry->head;
+        if (c->reg_next)
+            c->reg_next->reg_prev = c;
+        cfg->registry->head = c;
+        cfg->registry->count++;
+    }
     evutil_make_socket_nonblocking(fd);
     c->bev = bufferevent_socket_new(cfg->base, fd, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     c->wakeup = event_new(cfg->base, -1, 0, conn_on_wakeup, c);
@@ -462,5 +480,24 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         }
         else
             conn_wake(c); /* the session answers what was pipelined, then closes */
+    }
+}
+
+void mx_conn_registry_close_all(struct mx_conn_registry *registry, const char *goodbye,
+                                const char *reason)
+{
+    for (struct mx_conn *c = registry->head; c; c = c->reg_next) {
+        if (c->state == CONN_CLOSED)
+            continue;
+        if (goodbye && c->state != CONN_PROXY && c->bev) {
+            /* best effort: one write attempt, no waiting for slow readers */
+            mx_conn_printf(c, "%s", goodbye);
+            struct bufferevent *below = bufferevent_get_underlying(c->bev);
+            if (below)
+                bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH); /* encrypt into below */
+            struct bufferevent *sock = below ? below : c->bev;
+            (void)evbuffer_write(bufferevent_get_output(sock), bufferevent_getfd(sock));
+        }
+        mx_conn_close(c, reason);
     }
 }

@@ -41,6 +41,19 @@ struct mx_conn_ops {
     void (*on_close)(void *ctx, const char *reason);
 };
 
+/* Every live connection of a server, so a shutdown can say goodbye to
+ * each (BYE) and free them instead of abandoning them. */
+struct mx_conn_registry {
+    struct mx_conn *head;
+    size_t count;
+};
+
+/* mx_conn_registry_close_all - write goodbye (a complete protocol line, or
+ * NULL) to every connection and close it; their on_close callbacks run
+ * from the loop, so run the loop until registry->count is 0 (bounded). */
+void mx_conn_registry_close_all(struct mx_conn_registry *registry, const char *goodbye,
+                                const char *reason);
+
 struct mx_conn_config {
     struct event_base *base;
     SSL_CTX *tls_ctx;      /* NULL: no TLS available (STARTTLS refused) */
@@ -50,6 +63,7 @@ struct mx_conn_config {
     size_t input_high;     /* stop reading from the socket beyond this */
     size_t output_high;    /* stop calling on_input beyond this */
     const char *role;      /* for logs: "imap", "pop3" */
+    struct mx_conn_registry *registry; /* NULL: not registered */
 };
 
 /* mx_conn_new - take over fd (non-blocking is set here). peer is the TCP

@@ -201,12 +201,24 @@ static void mx_daemon_on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(arg, NULL);
 }
 
+static struct event *signal_events[2];
+
 void mx_daemon_on_signals(struct event_base *base)
 {
     signal(SIGPIPE, SIG_IGN);
-    /* The events live as long as the process. */
-    event_add(evsignal_new(base, SIGTERM, mx_daemon_on_signal, base), NULL);
-    event_add(evsignal_new(base, SIGINT, mx_daemon_on_signal, base), NULL);
+    signal_events[0] = evsignal_new(base, SIGTERM, mx_daemon_on_signal, base);
+    signal_events[1] = evsignal_new(base, SIGINT, mx_daemon_on_signal, base);
+    event_add(signal_events[0], NULL);
+    event_add(signal_events[1], NULL);
+}
+
+void mx_daemon_signals_free(void)
+{
+    for (size_t i = 0; i < 2; i++) {
+        if (signal_events[i])
+            event_free(signal_events[i]);
+        signal_events[i] = NULL;
+    }
 }
 
 int mx_daemon_drop_privileges(const char *user, char **error_r)

@@ -49,6 +49,8 @@ struct mx_daemon_shard *mx_daemon_shard_find(struct mx_daemon_shard *shards, siz
 /* mx_daemon_on_signals - SIGTERM and SIGINT end the loop (event_base_loopexit
  * after the current callbacks); SIGPIPE is ignored. */
 void mx_daemon_on_signals(struct event_base *base);
+/* mx_daemon_signals_free - release those events (before event_base_free). */
+void mx_daemon_signals_free(void);
 
 /* mx_daemon_drop_privileges - setgid/setuid to user (if non-empty and we
  * are root). -1 with error_r (heap) if the user is unknown or it fails. */

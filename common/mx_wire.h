@@ -198,8 +198,9 @@
       "F_PAIR, F_HA_ROLE (what it runs as now), F_EPOCH, F_SEQ (last "          \
       "committed/applied oplog record), F_IN_SYNC (1 = a replica caught up), "  \
       "F_ENDPOINT (its service endpoint), F_REPLICATION_ENDPOINT; a store "     \
-      "primary adds F_PEER_ENDPOINT* (its replicas still acking in time: an "   \
-      "assigned one missing is lost) and F_LAG; acked, the ack carrying the "   \
+      "primary reports F_IN_SYNC 0 when it lost a replica (no ack in time), "   \
+      "and adds F_PEER_ENDPOINT* (its replicas not lost) and F_LAG; acked, "    \
+      "the ack carrying the "                                                   \
       "assignment (F_HA_ROLE, F_EPOCH, F_PEER_ENDPOINT*: see ROLE_ASSIGN); "    \
       "sent every heartbeat and on change")                                     \
     X(MSG_HA_ANY_CLUSTER_MAP,             402, "ha -> any (PUB)",                \

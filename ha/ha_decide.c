@@ -47,12 +47,41 @@ static const struct ha_report *live_report(const struct ha_node_state *states, s
     return &st->reports[pair];
 }
 
-static bool is_excluded(const struct ha_map_pair *mp, const char *node)
+static bool in_set(const char set[][HA_NAME_MAX], size_t n, const char *node)
 {
-    for (size_t i = 0; i < mp->n_excluded; i++)
-        if (strcmp(mp->excluded[i], node) == 0)
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(set[i], node) == 0)
             return true;
     return false;
+}
+
+static bool is_excluded(const struct ha_map_pair *mp, const char *node)
+{
+    return in_set(mp->excluded, mp->n_excluded, node);
+}
+
+static bool is_replica(const struct ha_map_pair *mp, const char *node)
+{
+    return in_set(mp->replicas, mp->n_replicas, node);
+}
+
+static void set_add(char set[][HA_NAME_MAX], size_t *n, const char *node)
+{
+    if (*n < HA_MAX_MEMBERS && !in_set(set, *n, node))
+        ha_copy_name(set[(*n)++], HA_NAME_MAX, node);
+}
+
+static int compare_set(const char a[][HA_NAME_MAX], size_t na, const char b[][HA_NAME_MAX],
+                       size_t nb)
+{
+    if (na != nb)
+        return na > nb ? 1 : -1;
+    for (size_t i = 0; i < na; i++) {
+        int c = strcmp(a[i], b[i]);
+        if (c != 0)
+            return c;
+    }
+    return 0;
 }
 
 static int compare_pair(const struct ha_map_pair *a, const struct ha_map_pair *b)
@@ -64,14 +93,10 @@ static int compare_pair(const struct ha_map_pair *a, const struct ha_map_pair *b
         return a->active ? 1 : -1;
     if (a->epoch != b->epoch)
         return a->epoch > b->epoch ? 1 : -1;
-    if (a->n_excluded != b->n_excluded)
-        return a->n_excluded > b->n_excluded ? 1 : -1;
-    for (size_t i = 0; i < a->n_excluded; i++) {
-        c = strcmp(a->excluded[i], b->excluded[i]);
-        if (c != 0)
-            return c;
-    }
-    return 0;
+    c = compare_set(a->replicas, a->n_replicas, b->replicas, b->n_replicas);
+    if (c != 0)
+        return c;
+    return compare_set(a->excluded, a->n_excluded, b->excluded, b->n_excluded);
 }
 
 static int compare_map(const struct ha_map *a, const struct ha_map *b, size_t n_pairs)
@@ -112,8 +137,8 @@ static uint64_t take_epoch(struct epoch_source *src)
 static bool store_candidate(const struct ha_map_pair *mp, const struct ha_report *r,
                             const char *node)
 {
-    return r && !is_excluded(mp, node) && r->epoch == mp->epoch && r->role == MX_HA_REPLICA &&
-           r->in_sync;
+    return r && is_replica(mp, node) && !is_excluded(mp, node) && r->epoch == mp->epoch &&
+           r->role == MX_HA_REPLICA && r->in_sync;
 }
 
 static void set_primary(struct ha_map_pair *mp, const char *node, struct epoch_source *epochs)
@@ -123,6 +148,7 @@ static void set_primary(struct ha_map_pair *mp, const char *node, struct epoch_s
     mp->epoch = take_epoch(epochs);
     mp->n_excluded = 0;
     memset(mp->excluded, 0, sizeof(mp->excluded));
+    /* the replica set is recomputed at the end of decide_store */
 }
 
 static void decide_frontend(const struct ha_pair_config *pc, const struct ha_node_state *states,
@@ -156,6 +182,34 @@ static void decide_frontend(const struct ha_pair_config *pc, const struct ha_nod
         }
     }
     mp->active = false;
+}
+
+/* replica_set_update - the primary's replicas from now on: every other
+ * member in the view whose store reports and that is not excluded. One
+ * that was a replica and is not any more takes the epoch forward (it
+ * misses what is acknowledged from now on); newcomers join without a new
+ * epoch (they catch up first and are promotable only once in sync). */
+static void replica_set_update(const struct ha_pair_config *pc, size_t pair,
+                               const struct ha_node_state *states, size_t n,
+                               struct ha_map_pair *mp, struct epoch_source *epochs)
+{
+    char next[HA_MAX_MEMBERS][HA_NAME_MAX];
+    size_t n_next = 0;
+    memset(next, 0, sizeof(next));
+    for (size_t m = 0; m < pc->n_members; m++) {
+        const char *name = pc->members[m];
+        if (strcmp(name, mp->primary) != 0 && !is_excluded(mp, name) &&
+            live_report(states, n, name, pair))
+            set_add(next, &n_next, name);
+    }
+    bool dropped = false;
+    for (size_t i = 0; i < mp->n_replicas; i++)
+        if (!in_set(next, n_next, mp->replicas[i]))
+            dropped = true;
+    if (dropped)
+        mp->epoch = take_epoch(epochs);
+    memcpy(mp->replicas, next, sizeof(next));
+    mp->n_replicas = n_next;
 }
 
 static void decide_store(const struct ha_pair_config *pc, size_t pair,
@@ -200,6 +254,7 @@ static void decide_store(const struct ha_pair_config *pc, size_t pair,
         if (target) {
             sw->pending = false;
             set_primary(mp, target, epochs);
+            replica_set_update(pc, pair, states, n, mp, epochs);
             return;
         }
         if (!target_in_view || !primary_report)
@@ -209,24 +264,24 @@ static void decide_store(const struct ha_pair_config *pc, size_t pair,
     if (primary_report) {
         mp->active = true;
         /* A primary of this epoch that says it is out of sync lost a
-         * replica (no ack within store.replication_timeout): every current
-         * replica is dropped from its peers in a new epoch, so it can ack
-         * again (degraded) and no dropped replica can be promoted. */
+         * replica (no ack within store.replication_timeout): the replicas
+         * missing from its list of those keeping up are excluded, so it
+         * can ack again without them (degraded) and none of them can be
+         * promoted. The epoch moves on in replica_set_update below. */
         if (primary_report->role == MX_HA_PRIMARY && primary_report->epoch == mp->epoch &&
             !primary_report->in_sync) {
-            bool dropped = false;
-            for (size_t m = 0; m < pc->n_members; m++) {
-                const char *name = pc->members[m];
-                if (strcmp(name, mp->primary) == 0 || is_excluded(mp, name) ||
-                    !live_report(states, n, name, pair) || mp->n_excluded >= HA_MAX_MEMBERS)
-                    continue;
-                ha_copy_name(mp->excluded[mp->n_excluded], HA_NAME_MAX, name);
-                mp->n_excluded++;
-                dropped = true;
+            for (size_t i = 0; i < mp->n_replicas; i++) {
+                const char *name = mp->replicas[i];
+                const struct ha_report *r = live_report(states, n, name, pair);
+                bool keeping_up = false;
+                for (size_t k = 0; r && k < primary_report->n_peers_ok; k++)
+                    if (strcmp(primary_report->peers_ok[k], r->replication_endpoint) == 0)
+                        keeping_up = true;
+                if (!keeping_up)
+                    set_add(mp->excluded, &mp->n_excluded, name);
             }
-            if (dropped)
-                mp->epoch = take_epoch(epochs);
         }
+        replica_set_update(pc, pair, states, n, mp, epochs);
         return;
     }
 
@@ -259,10 +314,12 @@ static void decide_store(const struct ha_pair_config *pc, size_t pair,
             best_report = r;
         }
     }
-    if (best)
+    if (best) {
         set_primary(mp, best, epochs);
-    else
+        replica_set_update(pc, pair, states, n, mp, epochs);
+    } else {
         mp->active = false; /* unavailable: safe, nobody acks */
+    }
 }
 
 bool ha_decide(const struct ha_config *config, const struct ha_node_state *states,
@@ -323,10 +380,8 @@ void ha_assignment_for(const struct ha_config *config, const struct ha_node_stat
     out->role = MX_HA_PRIMARY;
     if (pc->kind != HA_PAIR_STORE)
         return;
-    for (size_t m = 0; m < pc->n_members; m++) {
-        const char *name = pc->members[m];
-        if (strcmp(name, node) == 0 || is_excluded(mp, name))
-            continue;
+    for (size_t i = 0; i < mp->n_replicas; i++) {
+        const char *name = mp->replicas[i];
         const struct ha_report *r = live_report(states, n_states, name, pair_index);
         if (!r || r->replication_endpoint[0] == '\0')
             continue;
@@ -383,6 +438,8 @@ void ha_report_put(struct mx_frame *frame, const char *pair, const struct ha_rep
     mx_frame_put_u32(frame, F_IN_SYNC, report->in_sync ? 1 : 0);
     mx_frame_put_str(frame, F_ENDPOINT, report->endpoint);
     mx_frame_put_str(frame, F_REPLICATION_ENDPOINT, report->replication_endpoint);
+    for (size_t i = 0; i < report->n_peers_ok; i++)
+        mx_frame_put_str(frame, F_PEER_ENDPOINT, report->peers_ok[i]);
 }
 
 int ha_state_encode(const struct ha_config *config, const struct ha_node_state *state,
@@ -415,8 +472,10 @@ int ha_state_encode(const struct ha_config *config, const struct ha_node_state *
         mx_frame_put_str(&frame, F_NODE, mp->primary);
         mx_frame_put_u64(&frame, F_EPOCH, mp->epoch);
         mx_frame_put_u32(&frame, F_HA_ROLE, mp->active ? MX_HA_PRIMARY : MX_HA_FENCED);
+        for (size_t r = 0; r < mp->n_replicas; r++)
+            mx_frame_put_str(&frame, F_NODE, mp->replicas[r]);
         for (size_t e = 0; e < mp->n_excluded; e++)
-            mx_frame_put_str(&frame, F_NODE, mp->excluded[e]);
+            mx_frame_put_str(&frame, F_TEXT, mp->excluded[e]);
         buf_append_frame(&b, &frame);
     }
     for (size_t p = 0; p < config->n_pairs; p++) {
@@ -489,6 +548,20 @@ int ha_report_from_frame(const struct mx_frame_view *view, char pair[HA_NAME_MAX
         *error_r = "F_REPLICATION_ENDPOINT malformed or too long";
         return -1;
     }
+    struct mx_field_iter it = { 0 };
+    uint16_t tag;
+    const uint8_t *value;
+    size_t value_len;
+    while (mx_frame_next_field(view, &it, &tag, &value, &value_len)) {
+        if (tag != F_PEER_ENDPOINT)
+            continue;
+        if (report->n_peers_ok >= HA_MAX_MEMBERS || value_len >= HA_ENDPOINT_MAX ||
+            memchr(value, '\0', value_len)) {
+            *error_r = "F_PEER_ENDPOINT too many, too long or with NUL";
+            return -1;
+        }
+        memcpy(report->peers_ok[report->n_peers_ok++], value, value_len);
+    }
     report->present = true;
     return 0;
 }
@@ -543,25 +616,30 @@ static int decode_map_entry(const struct ha_config *config, const struct mx_fram
     size_t value_len;
     size_t nodes = 0;
     while (mx_frame_next_field(view, &it, &tag, &value, &value_len)) {
-        if (tag != F_NODE)
+        if (tag != F_NODE && tag != F_TEXT)
             continue;
         if (value_len >= HA_NAME_MAX || memchr(value, '\0', value_len)) {
-            *error_r = "map entry F_NODE too long or with NUL";
+            *error_r = "map entry node name too long or with NUL";
             return -1;
         }
-        char *dst;
-        if (nodes == 0) {
-            dst = mp->primary;
-        } else {
+        char name[HA_NAME_MAX];
+        memset(name, 0, sizeof(name));
+        memcpy(name, value, value_len);
+        if (tag == F_TEXT) {
             if (mp->n_excluded >= HA_MAX_MEMBERS) {
                 *error_r = "map entry with too many excluded nodes";
                 return -1;
             }
-            dst = mp->excluded[mp->n_excluded++];
+            memcpy(mp->excluded[mp->n_excluded++], name, HA_NAME_MAX);
+        } else if (nodes++ == 0) {
+            memcpy(mp->primary, name, HA_NAME_MAX);
+        } else {
+            if (mp->n_replicas >= HA_MAX_MEMBERS) {
+                *error_r = "map entry with too many replicas";
+                return -1;
+            }
+            memcpy(mp->replicas[mp->n_replicas++], name, HA_NAME_MAX);
         }
-        memset(dst, 0, HA_NAME_MAX);
-        memcpy(dst, value, value_len);
-        nodes++;
     }
     if (nodes == 0) {
         *error_r = "map entry without F_NODE";

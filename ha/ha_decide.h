@@ -15,12 +15,13 @@
  *   - a pair keeps its primary while that node is in the view and its daemon
  *     reports (no flapping back to a "preferred" node);
  *   - otherwise the new primary is a candidate: a member in the view whose
- *     store reports, at the pair's epoch, either PRIMARY (it was the primary
- *     of that epoch) or an in-sync REPLICA, and is not excluded; among them
+ *     store reports, at the pair's epoch, an in-sync REPLICA, and that is
+ *     in the pair's replica set (the primary waited for it); among them
  *     the highest (epoch, seq) wins, ties by preference order. No candidate:
  *     the pair is unavailable (never promote an out-of-date replica);
- *   - any change of primary, and any shrinking of the replica set because
- *     the primary reported a replica lost (degraded), takes a new epoch:
+ *   - any change of primary, and any shrinking of the replica set (a
+ *     replica left, stopped reporting, or the primary reported it lost:
+ *     degraded), takes a new epoch:
  *     the highest epoch anyone knows (maps AND the stores' own persisted
  *     epochs) plus one, so epochs only grow;
  *   - frontend pairs hold no data: their active member is simply the first
@@ -69,6 +70,14 @@ struct ha_report {
     bool in_sync;
     char endpoint[HA_ENDPOINT_MAX];
     char replication_endpoint[HA_ENDPOINT_MAX];
+    /* A primary's report: F_PEER_ENDPOINT* = the replicas still keeping
+     * up. Read only when the primary also says F_IN_SYNC 0 ("a replica
+     * did not ack within store.replication_timeout"): the assigned
+     * replicas missing from this list are the lost ones (none listed: all
+     * lost). A list alone is no verdict: a replica just assigned is not
+     * streaming yet. */
+    size_t n_peers_ok;
+    char peers_ok[HA_MAX_MEMBERS][HA_ENDPOINT_MAX];
 };
 
 /* One pair in the cluster map. */
@@ -76,6 +85,14 @@ struct ha_map_pair {
     char primary[HA_NAME_MAX]; /* the member assigned in `epoch`; "" = never had one */
     bool active;               /* false: primary lost and no safe candidate */
     uint64_t epoch;            /* map epoch in which this assignment was made */
+    /* Store pairs: the replicas the primary ships to (and waits for in
+     * sync mode) as of this decision. Only they may be promoted, and one
+     * that drops out (left the view, its daemon stopped reporting, or the
+     * primary reported it lost) takes a new epoch with it: the epoch it
+     * still holds then marks it as missing records acknowledged without it,
+     * so it can never be promoted on a stale "in sync". */
+    size_t n_replicas;
+    char replicas[HA_MAX_MEMBERS][HA_NAME_MAX];
     /* Replicas the primary reported lost in this epoch: they got no more
      * records, so they are neither shipped to nor promotable until they
      * leave the view (and come back to resynchronise) or the primary
@@ -152,7 +169,8 @@ int ha_config_pair_index(const struct ha_config *config, const char *name);
  *                F_QUORATE, F_MESSAGES = number of frames that follow)
  *                then per pair of the map: MSG_HA_ANY_ROLE_ASSIGN (F_PAIR,
  *                F_NODE primary, F_EPOCH, F_HA_ROLE PRIMARY = active /
- *                FENCED = unavailable, F_NODE* excluded replicas)
+ *                FENCED = unavailable, F_NODE* replicas, F_TEXT* excluded
+ *                replicas' node names)
  *                then per local report: MSG_ANY_HA_STATUS_REPORT exactly as
  *                the daemon sent it.
  *   SWITCHOVER = MSG_ANY_HA_SWITCHOVER (F_PAIR, [F_NODE target]).

@@ -68,7 +68,8 @@ static void report(struct ha_node_state *s, enum mx_ha_role role, uint64_t epoch
     snprintf(r->replication_endpoint, sizeof(r->replication_endpoint), "tcp://%s:7321", s->node);
 }
 
-static struct ha_map map_with(const char *primary, uint64_t epoch)
+/* map_with - shard1's primary in epoch, with replicas "nodeA,nodeB". */
+static struct ha_map map_with(const char *primary, uint64_t epoch, const char *replicas)
 {
     struct ha_map m;
     memset(&m, 0, sizeof(m));
@@ -76,6 +77,11 @@ static struct ha_map map_with(const char *primary, uint64_t epoch)
     strcpy(m.pairs[0].primary, primary);
     m.pairs[0].active = true;
     m.pairs[0].epoch = epoch;
+    char list[128];
+    snprintf(list, sizeof(list), "%s", replicas);
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save))
+        strcpy(m.pairs[0].replicas[m.pairs[0].n_replicas++], name);
     return m;
 }
 
@@ -94,6 +100,9 @@ static void test_bootstrap_picks_preferred_member(void **state)
     assert_true(next.pairs[0].active);
     assert_int_equal(next.pairs[0].epoch, 1);
     assert_int_equal(next.epoch, 1);
+    assert_int_equal(next.pairs[0].n_replicas, 2);
+    assert_string_equal(next.pairs[0].replicas[0], "node2");
+    assert_string_equal(next.pairs[0].replicas[1], "node3");
     /* the frontend pair: its first member in the view */
     assert_string_equal(next.pairs[1].primary, "node2");
     assert_true(next.pairs[1].active);
@@ -140,7 +149,7 @@ static void test_primary_kept_while_alive(void **state)
     struct view v = { 0 };
     report(add_node(&v, "node1"), MX_HA_REPLICA, 7, 90, true);
     report(add_node(&v, "node2"), MX_HA_PRIMARY, 7, 100, true);
-    struct ha_map prev = map_with("node2", 7), next;
+    struct ha_map prev = map_with("node2", 7, "node1"), next;
     assert_false(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
     assert_string_equal(next.pairs[0].primary, "node2");
     assert_int_equal(next.pairs[0].epoch, 7);
@@ -153,7 +162,7 @@ static void test_failover_to_in_sync_replica(void **state)
     struct view v = { 0 };
     report(add_node(&v, "node2"), MX_HA_REPLICA, 7, 100, true);
     report(add_node(&v, "node3"), MX_HA_REPLICA, 7, 100, true);
-    struct ha_map prev = map_with("node1", 7), next;
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), next;
     assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
     assert_string_equal(next.pairs[0].primary, "node2"); /* tie: preference order */
     assert_int_equal(next.pairs[0].epoch, 8);
@@ -166,7 +175,7 @@ static void test_failover_highest_seq_wins_over_preference(void **state)
     struct view v = { 0 };
     report(add_node(&v, "node2"), MX_HA_REPLICA, 7, 99, true);
     report(add_node(&v, "node3"), MX_HA_REPLICA, 7, 100, true);
-    struct ha_map prev = map_with("node1", 7), next;
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), next;
     assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
     assert_string_equal(next.pairs[0].primary, "node3");
 }
@@ -174,7 +183,7 @@ static void test_failover_highest_seq_wins_over_preference(void **state)
 static void test_out_of_date_replica_never_promoted(void **state)
 {
     (void)state;
-    struct ha_map prev = map_with("node1", 7), next;
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), next;
     /* not in sync */
     struct view v = { 0 };
     report(add_node(&v, "node2"), MX_HA_REPLICA, 7, 100, false);
@@ -201,7 +210,10 @@ static void test_out_of_date_replica_never_promoted(void **state)
     assert_true(ha_decide(&config, x.st, x.n, &next, NULL, true, &back));
     assert_true(back.pairs[0].active);
     assert_string_equal(back.pairs[0].primary, "node1");
-    assert_int_equal(back.pairs[0].epoch, 7);
+    /* kept, but node3 (a replica) is gone: writes from now on miss it */
+    assert_int_equal(back.pairs[0].epoch, 8);
+    assert_int_equal(back.pairs[0].n_replicas, 1);
+    assert_string_equal(back.pairs[0].replicas[0], "node2");
 }
 
 static void test_minority_partition_never_decides(void **state)
@@ -212,7 +224,7 @@ static void test_minority_partition_never_decides(void **state)
     struct ha_node_state *n1 = add_node(&v, "node1");
     n1->quorate = false;
     report(n1, MX_HA_PRIMARY, 7, 100, true);
-    struct ha_map prev = map_with("node2", 7), next;
+    struct ha_map prev = map_with("node2", 7, "node1"), next;
     assert_false(ha_decide(&config, v.st, v.n, &prev, NULL, false, &next));
     assert_string_equal(next.pairs[0].primary, "node2");
     assert_int_equal(next.epoch, 7);
@@ -227,7 +239,7 @@ static void test_no_split_brain_after_partition_and_heal(void **state)
 {
     (void)state;
     /* 3 nodes, node1 primary at epoch 3. Partition {node1} | {node2,node3}. */
-    struct ha_map prev = map_with("node1", 3);
+    struct ha_map prev = map_with("node1", 3, "node2,node3");
     struct view majority = { 0 };
     report(add_node(&majority, "node2"), MX_HA_REPLICA, 3, 50, true);
     report(add_node(&majority, "node3"), MX_HA_REPLICA, 3, 50, true);
@@ -264,8 +276,11 @@ static void test_no_split_brain_after_partition_and_heal(void **state)
             input = healed.st[i].map;
     assert_int_equal(input.epoch, 4);
     struct ha_map out;
-    assert_false(ha_decide(&config, healed.st, healed.n, &input, NULL, true, &out));
+    /* node1 joins the replica set: no new epoch for a newcomer */
+    assert_true(ha_decide(&config, healed.st, healed.n, &input, NULL, true, &out));
     assert_string_equal(out.pairs[0].primary, "node2");
+    assert_int_equal(out.pairs[0].epoch, 4);
+    assert_int_equal(out.pairs[0].n_replicas, 2);
     /* exactly one primary: node1 rejoins as a replica of the new epoch */
     int primaries = 0;
     const char *nodes[] = { "node1", "node2", "node3" };
@@ -293,7 +308,7 @@ static void test_degraded_primary_drops_lost_replica(void **state)
     struct view v = { 0 };
     report(add_node(&v, "node1"), MX_HA_PRIMARY, 5, 40, false); /* replica did not ack */
     report(add_node(&v, "node2"), MX_HA_REPLICA, 5, 38, true);
-    struct ha_map prev = map_with("node1", 5), next;
+    struct ha_map prev = map_with("node1", 5, "node2"), next;
     assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
     assert_string_equal(next.pairs[0].primary, "node1");
     assert_int_equal(next.pairs[0].epoch, 6);
@@ -325,12 +340,61 @@ static void test_degraded_primary_drops_lost_replica(void **state)
     report(add_node(&y, "node1"), MX_HA_PRIMARY, 6, 50, true);
     report(add_node(&y, "node2"), MX_HA_FENCED, 5, 38, false);
     struct ha_map back;
-    assert_false(ha_decide(&config, y.st, y.n, &gone, NULL, true, &back));
+    assert_true(ha_decide(&config, y.st, y.n, &gone, NULL, true, &back));
+    assert_int_equal(back.pairs[0].epoch, 6); /* a newcomer: no new epoch */
     ha_assignment_for(&config, y.st, y.n, &back, true, 0, "node2", 5, &a);
     assert_int_equal(a.role, MX_HA_REPLICA);
     assert_int_equal(a.epoch, 6);
     ha_assignment_for(&config, y.st, y.n, &back, true, 0, "node1", 6, &a);
     assert_int_equal(a.n_peers, 1);
+}
+
+static void test_degraded_drops_only_the_lost_replica(void **state)
+{
+    (void)state;
+    struct view v = { 0 };
+    struct ha_node_state *n1 = add_node(&v, "node1");
+    report(n1, MX_HA_PRIMARY, 5, 40, false);
+    n1->reports[0].n_peers_ok = 1;
+    strcpy(n1->reports[0].peers_ok[0], "tcp://node3:7321"); /* node3 keeps up */
+    report(add_node(&v, "node2"), MX_HA_REPLICA, 5, 38, true);
+    report(add_node(&v, "node3"), MX_HA_REPLICA, 5, 40, true);
+    struct ha_map prev = map_with("node1", 5, "node2,node3"), next;
+    assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
+    assert_int_equal(next.pairs[0].epoch, 6);
+    assert_int_equal(next.pairs[0].n_excluded, 1);
+    assert_string_equal(next.pairs[0].excluded[0], "node2");
+    assert_int_equal(next.pairs[0].n_replicas, 1);
+    assert_string_equal(next.pairs[0].replicas[0], "node3");
+    struct ha_assignment a;
+    ha_assignment_for(&config, v.st, v.n, &next, true, 0, "node1", 5, &a);
+    assert_int_equal(a.n_peers, 1);
+    assert_string_equal(a.peers[0], "tcp://node3:7321");
+    /* a peer list WITHOUT in_sync 0 is no verdict (node3 may just be
+     * catching up): nothing changes */
+    report(n1, MX_HA_PRIMARY, 6, 41, true);
+    struct ha_map same;
+    assert_false(ha_decide(&config, v.st, v.n, &next, NULL, true, &same));
+}
+
+static void test_silent_replica_cannot_come_back_promotable(void **state)
+{
+    (void)state;
+    /* node2's store hangs: its report expires while node1 stays primary */
+    struct view v = { 0 };
+    report(add_node(&v, "node1"), MX_HA_PRIMARY, 5, 40, true);
+    add_node(&v, "node2"); /* in the view, no report */
+    struct ha_map prev = map_with("node1", 5, "node2"), next;
+    assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
+    assert_int_equal(next.pairs[0].epoch, 6); /* writes go on without it... */
+    assert_int_equal(next.pairs[0].n_replicas, 0);
+    /* ...so when it wakes up claiming "in sync at epoch 5" and the primary
+     * dies, it is not promoted */
+    struct view w = { 0 };
+    report(add_node(&w, "node2"), MX_HA_REPLICA, 5, 38, true);
+    struct ha_map after;
+    ha_decide(&config, w.st, w.n, &next, NULL, true, &after);
+    assert_false(after.pairs[0].active);
 }
 
 static void test_switchover_waits_for_in_sync_target(void **state)
@@ -344,7 +408,7 @@ static void test_switchover_waits_for_in_sync_target(void **state)
     report(add_node(&v, "node1"), MX_HA_PRIMARY, 2, 10, true);
     report(add_node(&v, "node2"), MX_HA_REPLICA, 2, 10, true);
     report(add_node(&v, "node3"), MX_HA_REPLICA, 2, 4, false); /* catching up */
-    struct ha_map prev = map_with("node1", 2), next;
+    struct ha_map prev = map_with("node1", 2, "node2,node3"), next;
     assert_false(ha_decide(&config, v.st, v.n, &prev, sw, true, &next));
     assert_string_equal(next.pairs[0].primary, "node1");
     assert_true(sw[0].pending); /* still waiting */
@@ -371,8 +435,9 @@ static void test_switchover_waits_for_in_sync_target(void **state)
     strcpy(sw[0].target, "node3");
     struct view w = { 0 };
     report(add_node(&w, "node1"), MX_HA_PRIMARY, 2, 10, true);
-    assert_false(ha_decide(&config, w.st, w.n, &prev, sw, true, &next));
+    ha_decide(&config, w.st, w.n, &prev, sw, true, &next);
     assert_false(sw[0].pending);
+    assert_string_equal(next.pairs[0].primary, "node1");
 }
 
 static void test_frontend_failover_and_switchover(void **state)
@@ -417,7 +482,7 @@ static void test_same_inputs_same_map_on_every_node(void **state)
     report(add_node(&a, "node2"), MX_HA_REPLICA, 7, 100, true);
     report(add_node(&b, "node2"), MX_HA_REPLICA, 7, 100, true);
     report(add_node(&b, "node3"), MX_HA_REPLICA, 7, 100, true);
-    struct ha_map prev = map_with("node1", 7), ma, mb;
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), ma, mb;
     ha_decide(&config, a.st, a.n, &prev, NULL, true, &ma);
     ha_decide(&config, b.st, b.n, &prev, NULL, true, &mb);
     assert_false(ha_map_newer(&ma, &mb, config.n_pairs));
@@ -433,7 +498,7 @@ static void test_epochs_only_grow(void **state)
     struct view v = { 0 };
     report(add_node(&v, "node2"), MX_HA_REPLICA, 7, 100, true);
     report(add_node(&v, "node3"), MX_HA_FENCED, 20, 0, false);
-    struct ha_map prev = map_with("node1", 7), next;
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), next;
     assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
     assert_string_equal(next.pairs[0].primary, "node2");
     assert_int_equal(next.pairs[0].epoch, 21);
@@ -447,7 +512,7 @@ static void test_state_payload_round_trip(void **state)
     struct ha_node_state *out = calloc(1, sizeof(*out));
     config.n_pairs = 2;
     strcpy(in->node, "node2");
-    in->map = map_with("node1", 9);
+    in->map = map_with("node1", 9, "node2");
     in->map.pairs[0].n_excluded = 1;
     strcpy(in->map.pairs[0].excluded[0], "node3");
     report(in, MX_HA_REPLICA, 9, 1234, true);
@@ -468,6 +533,8 @@ static void test_state_payload_round_trip(void **state)
     assert_true(out->map.pairs[0].active);
     assert_int_equal(out->map.pairs[0].n_excluded, 1);
     assert_string_equal(out->map.pairs[0].excluded[0], "node3");
+    assert_int_equal(out->map.pairs[0].n_replicas, 1);
+    assert_string_equal(out->map.pairs[0].replicas[0], "node2");
     assert_false(ha_map_newer(&out->map, &in->map, config.n_pairs));
     assert_false(ha_map_newer(&in->map, &out->map, config.n_pairs));
     assert_true(out->reports[0].present);
@@ -546,6 +613,8 @@ int main(void)
         cmocka_unit_test_setup(test_minority_partition_never_decides, setup),
         cmocka_unit_test_setup(test_no_split_brain_after_partition_and_heal, setup),
         cmocka_unit_test_setup(test_degraded_primary_drops_lost_replica, setup),
+        cmocka_unit_test_setup(test_degraded_drops_only_the_lost_replica, setup),
+        cmocka_unit_test_setup(test_silent_replica_cannot_come_back_promotable, setup),
         cmocka_unit_test_setup(test_switchover_waits_for_in_sync_target, setup),
         cmocka_unit_test_setup(test_frontend_failover_and_switchover, setup),
         cmocka_unit_test_setup(test_same_inputs_same_map_on_every_node, setup),

@@ -82,6 +82,7 @@ struct imapd_server {
     unsigned max_connection_rate;
     unsigned connections;
     uint64_t sessions_started;
+    struct mx_conn_registry conns[2]; /* live connections by enum imapd_protocol */
     unsigned login_timeout_ms;
     unsigned idle_timeout_ms;
     unsigned pop3_idle_timeout_ms;

@@ -49,6 +49,7 @@ static void imapd_on_accept(struct evconnlistener *evl, evutil_socket_t fd, stru
         .input_high = server->max_line_length + 64 * 1024,
         .output_high = 256 * 1024,
         .role = l->protocol == IMAPD_IMAP ? "imap" : "pop3",
+        .registry = &server->conns[l->protocol],
     };
     void *session;
     const struct mx_conn_ops *ops;

@@ -152,6 +152,26 @@ static void imapd_server_teardown(struct imapd_server *server)
     mx_config_free(&server->config);
 }
 
+/* imapd_shutdown_sessions - stop accepting, tell every client (RFC 9051
+ * 7.1.5: BYE before closing; POP3 has no such message, its -ERR would be
+ * taken for a reply, so POP3 clients just see the close), and let the
+ * loop free them, bounded: a session waiting on the store is cancelled. */
+static void imapd_shutdown_sessions(struct imapd_server *server)
+{
+    imapd_listen_stop(server);
+    size_t open = server->conns[IMAPD_IMAP].count + server->conns[IMAPD_POP3].count;
+    if (open == 0)
+        return;
+    mx_log(MX_LOG_NOTICE, "imapd.shutdown", MX_KVU("connections", open));
+    mx_conn_registry_close_all(&server->conns[IMAPD_IMAP], "* BYE Server shutting down\r\n",
+                               "server shutting down");
+    mx_conn_registry_close_all(&server->conns[IMAPD_POP3], NULL, "server shutting down");
+    uint64_t deadline = mx_now_ms() + 2000;
+    while (server->conns[IMAPD_IMAP].count + server->conns[IMAPD_POP3].count > 0 &&
+           mx_now_ms() < deadline)
+        event_base_loop(server->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
 int main(int argc, char **argv)
 {
     static const struct mx_option *const tables[] = { mx_common_options, imapd_options, NULL };
@@ -173,8 +193,9 @@ int main(int argc, char **argv)
     mx_log(MX_LOG_NOTICE, "daemon.started", MX_KV("hostname", server.hostname),
            MX_KVU("listeners", server.n_listeners), MX_KVU("shards", server.n_shards));
     event_base_dispatch(server.base);
-    /* Sessions still open are abandoned with the process. */
+    imapd_shutdown_sessions(&server);
     imapd_server_teardown(&server);
+    mx_daemon_signals_free();
     event_base_free(server.base);
     mx_log(MX_LOG_NOTICE, "daemon.stopped");
     return 0;

@@ -857,6 +857,14 @@ static int default_mailboxes_create(struct store_batch *b, const char *user)
     return 0;
 }
 
+/* subscribed_at_create - CREATE does not subscribe (RFC 9051 6.3.4); the
+ * folders every account starts with are subscribed so clients show them.
+ * A replica applying a MAILBOX_CREATE record derives it the same way. */
+static bool subscribed_at_create(const char *name, const char *special_use)
+{
+    return strcmp(name, MAILBOX_NAME_INBOX) == 0 || (special_use && *special_use);
+}
+
 /* mailbox_new_locked - index a new mailbox (the folder exists on disk). */
 static int mailbox_new_locked(struct store_batch *b, const char *user, const char *name,
                               const char *special_use, struct store_mailbox *mb)
@@ -881,9 +889,7 @@ static int mailbox_new_locked(struct store_batch *b, const char *user, const cha
     mb->uidvalidity = (uint32_t)uv;
     mb->uidnext = 1;
     mb->highestmodseq = 1;
-    /* CREATE does not subscribe (RFC 9051 6.3.4); the folders every
-     * account starts with are subscribed so clients show them */
-    mb->subscribed = strcmp(name, MAILBOX_NAME_INBOX) == 0 || (special_use && *special_use);
+    mb->subscribed = subscribed_at_create(name, special_use);
     snprintf(mb->special_use, sizeof mb->special_use, "%s", special_use ? special_use : "");
     struct sbuf r = { 0 };
     oplog_head(&r, STORE_OP_MAILBOX_CREATE, user, name, mb);
@@ -2364,7 +2370,7 @@ static int apply_mailbox_create(struct store_batch *b, struct srd *r, const stru
     mb.uidvalidity = h->uidvalidity;
     mb.uidnext = 1;
     mb.highestmodseq = 1;
-    mb.subscribed = true;
+    mb.subscribed = subscribed_at_create(h->name, mb.special_use);
     /* the counters a promotion continues from: never below what the
      * primary handed out */
     uint64_t id, uv;

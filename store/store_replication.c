@@ -136,6 +136,8 @@ struct peer {
     bool busy;         /* a request is in flight */
     bool told_in_sync; /* the last APPLY it acked said lag 0 */
     bool in_sync;      /* acked within the timeout, nothing left behind */
+    bool lost;         /* an exchange timed out or failed since its last ack:
+                        * reported (F_IN_SYNC 0) so mx-ha drops it */
     uint64_t acked;    /* last seq it applied durably (PEER_STREAM) */
     uint64_t in_flight_last;
     uint64_t last_ok_ms;
@@ -317,7 +319,8 @@ static void peers_set(struct store_repl *r, char **endpoints, size_t n)
         p->r = r;
         p->endpoint = mx_strdup(endpoints[i]);
         const char *error;
-        struct mx_client_config cc = { .name = "replica", .timeout_ms = r->timeout_ms, .max_attempts = 1 };
+        struct mx_client_config cc = { .name = "replica", .timeout_ms = r->timeout_ms, .max_attempts = 1,
+                                       .stale_epoch_is_reply = true };
         const char *ep = p->endpoint;
         if (mx_client_new(r->bus, &ep, 1, &cc, &p->client, &error) < 0)
             mx_log(MX_LOG_ERR, "store.repl_connect_failed", MX_KV("replica", p->endpoint), MX_KV("error", error));
@@ -335,12 +338,16 @@ static void frame_head(struct store_repl *r, struct mx_frame *f, enum mx_msg_typ
     mx_frame_put_u64(f, F_EPOCH, r->epoch);
 }
 
-/* peer_lost - a failed or timed-out exchange: start over with HELLO. */
-static void peer_lost(struct peer *p, const char *why)
+/* peer_lost - a failed or timed-out exchange: start over with HELLO; a
+ * timeout also reports the replica lost (mx-ha then drops it, so writes
+ * held for it are released in degraded mode). */
+static void peer_lost(struct peer *p, const char *why, bool report_lost)
 {
-    if (p->in_sync || p->state == PEER_STREAM)
+    if (p->in_sync || p->state == PEER_STREAM || (report_lost && !p->lost))
         mx_log(MX_LOG_WARNING, "store.replica_lost", MX_KV("replica", p->endpoint), MX_KV("why", why),
                MX_KVU("acked", p->acked), MX_KVU("committed", p->r->committed));
+    if (report_lost)
+        p->lost = true;
     p->state = PEER_IDLE;
     p->in_sync = false;
     p->told_in_sync = false;
@@ -512,7 +519,7 @@ static void peer_send(struct peer *p, struct mx_frame *f, mx_client_done_fn *cb)
     if (p->client == NULL || mx_client_request(p->client, f, cb, p, NULL, &error) < 0) {
         mx_log(MX_LOG_ERR, "store.repl_send_failed", MX_KV("replica", p->endpoint),
                MX_KV("error", p->client ? error : "not connected"));
-        peer_lost(p, "send failed");
+        peer_lost(p, "send failed", true);
     } else {
         p->busy = true;
     }
@@ -578,7 +585,7 @@ static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_
     uint32_t status = MX_STATUS_TEMPFAIL;
     uint64_t seq = 0;
     if (result != MX_BUS_REPLY) {
-        peer_lost(p, "no answer in store.replication_timeout");
+        peer_lost(p, "no answer in store.replication_timeout", true);
         return;
     }
     if (check_stale(p, reply))
@@ -591,11 +598,12 @@ static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_
         mx_log(MX_LOG_WARNING, "store.repl_apply_refused", MX_KV("replica", p->endpoint),
                MX_KVU("status", status), MX_KV("text", text ? text : ""));
         free(text);
-        peer_lost(p, "apply refused");
+        peer_lost(p, "apply refused", false);
         return;
     }
     bool advanced = seq > p->acked;
     p->acked = seq;
+    p->lost = false;
     p->last_ok_ms = now_ms();
     p->told_in_sync = seq == p->in_flight_last && seq >= r->committed;
     bool was = p->in_sync;
@@ -618,14 +626,14 @@ static void on_resync_done(void *ctx, enum mx_bus_result result, const struct mx
     p->busy = false;
     uint32_t status = MX_STATUS_TEMPFAIL;
     if (result != MX_BUS_REPLY) {
-        peer_lost(p, "no answer to RESYNC_BEGIN");
+        peer_lost(p, "no answer to RESYNC_BEGIN", true);
         return;
     }
     if (check_stale(p, reply))
         return;
     (void)mx_frame_get_u32(reply, F_STATUS, &status);
     if (status != MX_STATUS_OK) {
-        peer_lost(p, "resync refused");
+        peer_lost(p, "resync refused", false);
         return;
     }
     mx_log(MX_LOG_NOTICE, "store.replica_resync", MX_KV("replica", p->endpoint), MX_KVU("records", p->r->committed));
@@ -642,7 +650,7 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
     p->busy = false;
     struct store_repl *r = p->r;
     if (result != MX_BUS_REPLY) {
-        peer_lost(p, "no answer to HELLO");
+        peer_lost(p, "no answer to HELLO", true);
         return;
     }
     if (check_stale(p, reply))
@@ -656,7 +664,7 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
     if (status != MX_STATUS_OK || reply->type != MSG_STORE_STORE_REPLICA_POSITION ||
         mx_frame_get_u64(reply, F_SEQ, &seq) < 0 || mx_frame_get_str(reply, F_SEQ_EPOCH_SET, &their_text) < 0) {
         free(their_text);
-        peer_lost(p, "bad POSITION");
+        peer_lost(p, "bad POSITION", false);
         return;
     }
     (void)mx_frame_get_bytes(reply, F_OPLOG_RECORD, &their_rec, &their_len);
@@ -673,7 +681,7 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
         if (txn)
             mdb_txn_abort(txn);
         free(their_text);
-        peer_lost(p, "cannot read our own log");
+        peer_lost(p, "cannot read our own log", false);
         return;
     } else if (seq > m.seq) {
         why = "its log is longer than ours";
@@ -699,6 +707,7 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
                MX_KVU("committed", r->committed));
         p->state = PEER_STREAM;
         p->acked = seq;
+        p->lost = false;
         p->told_in_sync = false;
         if (r->notify)
             r->notify(r->notify_ctx);
@@ -1032,7 +1041,14 @@ static void report(struct store_repl *r)
     mx_frame_put_u32(&f, F_HA_ROLE, r->role);
     mx_frame_put_u64(&f, F_EPOCH, r->epoch);
     mx_frame_put_u64(&f, F_SEQ, m.seq);
-    mx_frame_put_u32(&f, F_IN_SYNC, r->role == MX_HA_PRIMARY ? 1 : r->replica_in_sync);
+    /* a primary: 0 = it lost a replica (mx-ha reassigns it degraded) */
+    bool in_sync = r->replica_in_sync;
+    if (r->role == MX_HA_PRIMARY) {
+        in_sync = true;
+        for (size_t i = 0; i < r->n_peers; i++)
+            in_sync = in_sync && !r->peers[i]->lost;
+    }
+    mx_frame_put_u32(&f, F_IN_SYNC, in_sync);
     mx_frame_put_str(&f, F_ENDPOINT, r->client_endpoint);
     mx_frame_put_str(&f, F_REPLICATION_ENDPOINT, store_repl_endpoint(r));
     if (r->role == MX_HA_PRIMARY) {
@@ -1046,7 +1062,7 @@ static void report(struct store_repl *r)
                 behind = r->committed;
             if (behind > lag)
                 lag = behind;
-            if (p->state == PEER_STREAM && (p->in_sync || now_ms() - p->last_ok_ms < r->timeout_ms))
+            if (!p->lost)
                 mx_frame_put_str(&f, F_PEER_ENDPOINT, p->endpoint);
         }
         mx_frame_put_u64(&f, F_LAG, lag);
@@ -1071,7 +1087,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         for (size_t i = 0; i < r->n_peers; i++) {
             struct peer *p = r->peers[i];
             if (p->in_sync && p->busy && now - p->last_ok_ms > r->timeout_ms) {
-                /* still waiting for its ack: not in sync any more */
+                /* still waiting for its ack: not in sync any more (the
+                 * request's own timeout reports it lost) */
                 p->in_sync = false;
                 r->report_again = true;
             }

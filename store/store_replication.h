@@ -26,8 +26,10 @@
  *    (store_repl_safe_seq). Batches committed while one is in flight go out
  *    together in the next message (pipelining: the writer never waits for
  *    the network). A replica that does not ack in store.replication_timeout
- *    is left out of the report's in-sync list: mx-ha then reassigns the
- *    primary without it (degraded), which releases the held replies.
+ *    is reported lost: the primary's F_IN_SYNC turns 0 and the replica is
+ *    left out of the report's F_PEER_ENDPOINT list; mx-ha then reassigns
+ *    the primary without it in a new epoch (degraded), which releases the
+ *    held replies. A replica merely catching up is not lost.
  *  - Replica: applies in order, durably (one LMDB commit + fsyncs per
  *    message), acks F_SEQ = last applied; F_IN_SYNC 1 once a primary of its
  *    current epoch said nothing is left (F_LAG 0), reset on a new epoch.

@@ -951,6 +951,24 @@ class TestReconnect(ImapCase):
         self.assertEqual(before, after)
         self.assertIn(b"$Keep", after[1][1])
 
+    @unittest.skipUnless(is_mx(), "kill -9 of the frontend (mxcluster only)")
+    def test_state_survives_frontend_crash(self):
+        # mx-imapd keeps no mailbox state of its own: after kill -9 and a
+        # restart a reconnecting client finds everything as it was
+        user, pw = self.user_with_mail(3)
+        m = login(self.target, user, pw)
+        m.select("INBOX")
+        ok(self, m.store("1", "+FLAGS", "(\\Answered)"), "STORE")
+        uidvalidity = untagged(m, "UIDVALIDITY")
+        before = _no_recent(ok(self, m.fetch("1:*", "(UID FLAGS)"), "FETCH"))
+        imapd = self.target.cluster.imapd
+        imapd.kill()
+        imapd.start()
+        m = self.login(user, pw)
+        m.select("INBOX")
+        self.assertEqual(untagged(m, "UIDVALIDITY"), uidvalidity)
+        self.assertEqual(_no_recent(ok(self, m.fetch("1:*", "(UID FLAGS)"), "FETCH")), before)
+
     def test_uids_strictly_ascending_and_not_reused(self):
         user, pw = self.user_with_mail(3)
         m = self.login(user, pw)

@@ -209,6 +209,9 @@ class StoreReplicationTest(unittest.TestCase):
         lost_id = new_id()
         with self.assertRaises(procs.ProcessError):
             self.append(a, 77, msgid=lost_id, timeout_ms=1500)
+        # the primary tells its mx-ha that it lost B (so mx-ha can drop it)
+        self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0 and self.rep["b"] not in r["peer"],
+                                 what="A reporting B lost")
         a.kill()
         self.ha["b"].assign("primary", 5)
         b.start()
@@ -245,6 +248,28 @@ class StoreReplicationTest(unittest.TestCase):
         self.ha["b"].assign("primary", 6, [self.rep["a"]])
         self.wait_role("b", PRIMARY, 6)
         self.assertEqual(self.append(b, 83).status, OK)
+
+    def test_sync_write_waits_for_the_replica_or_degraded_mode(self):
+        a, b = self.stores["a"], self.stores["b"]
+        self.ha["b"].assign("replica", 1)
+        self.ha["a"].assign("primary", 1, [self.rep["b"]])
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync")
+        self.assertEqual(self.append(a, 1).status, OK)
+        b.stop()
+        result = {}
+
+        def held():
+            result["reply"] = self.append(a, 2, timeout_ms=20000)
+        t = threading.Thread(target=held)
+        t.start()
+        self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0, what="A reporting B lost")
+        time.sleep(0.5)
+        self.assertNotIn("reply", result, "a sync primary acknowledged without its replica")
+        # mx-ha drops the lost replica in a new epoch: the held write is released
+        self.ha["a"].assign("primary", 2)
+        t.join(timeout=20)
+        self.assertEqual(result["reply"].status, OK, result)
+        self.assertEqual(self.append(a, 3).status, OK)  # degraded: local commit is enough
 
 
 if __name__ == "__main__":
