@@ -15,6 +15,7 @@
 #include <openssl/err.h>
 
 #include "mx_alloc.h"
+#include "mx_deflate.h"
 #include "mx_log.h"
 #include "mx_net.h"
 #include "mx_proxy_v2.h"
@@ -42,6 +43,7 @@ struct mx_conn {
     enum conn_state state;
     struct bufferevent *bev;
     bool tls;
+    struct mx_deflate *deflate; /* COMPRESS=DEFLATE filter state, owned by bev */
     bool peer_eof;
     char peer_ip[64];
     unsigned peer_port;
@@ -57,6 +59,29 @@ static void conn_on_read(struct bufferevent *bev, void *arg);
 static void conn_on_write(struct bufferevent *bev, void *arg);
 static void conn_on_event(struct bufferevent *bev, short what, void *arg);
 
+/* conn_socket_bev - the bottom of the stack: c->bev itself, or the socket
+ * bufferevent under the TLS and/or deflate filters. */
+static struct bufferevent *conn_socket_bev(const struct mx_conn *c)
+{
+    struct bufferevent *bev = c->bev;
+    struct bufferevent *below;
+    while (bev && (below = bufferevent_get_underlying(bev)) != NULL)
+        bev = below;
+    return bev;
+}
+
+/* conn_tls_bev - the TLS filter in the stack (under a deflate filter after
+ * COMPRESS), NULL without TLS. */
+static struct bufferevent *conn_tls_bev(const struct mx_conn *c)
+{
+    if (!c->tls)
+        return NULL;
+    for (struct bufferevent *bev = c->bev; bev; bev = bufferevent_get_underlying(bev))
+        if (bufferevent_openssl_get_ssl(bev) != NULL)
+            return bev;
+    return NULL;
+}
+
 static void conn_free(struct mx_conn *c)
 {
     struct mx_conn_registry *reg = c->cfg.registry;
@@ -69,8 +94,8 @@ static void conn_free(struct mx_conn *c)
             c->reg_next->reg_prev = c->reg_prev;
         reg->count--;
     }
-    struct bufferevent *below = c->bev ? bufferevent_get_underlying(c->bev) : NULL;
-    if (below && c->below_output_cb)
+    struct bufferevent *below = conn_socket_bev(c);
+    if (below && below != c->bev && c->below_output_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(below), c->below_output_cb);
     if (c->bev)
         bufferevent_free(c->bev);
@@ -108,11 +133,13 @@ static void conn_wake(struct mx_conn *c)
 
 size_t mx_conn_output_pending(struct mx_conn *c)
 {
-    if (c->bev == NULL)
-        return 0;
-    struct bufferevent *below = bufferevent_get_underlying(c->bev);
-    return evbuffer_get_length(bufferevent_get_output(c->bev)) +
-           (below ? evbuffer_get_length(bufferevent_get_output(below)) : 0);
+    size_t pending = 0;
+    for (struct bufferevent *bev = c->bev; bev; bev = bufferevent_get_underlying(bev))
+        pending += evbuffer_get_length(bufferevent_get_output(bev));
+    /* zlib holds a batch's bytes until the sync flush that ends it. */
+    if (c->deflate)
+        pending += mx_deflate_pending(c->deflate);
+    return pending;
 }
 
 static void conn_on_below_output(struct evbuffer *buf, const struct evbuffer_cb_info *info,
@@ -128,17 +155,26 @@ static void conn_set_callbacks(struct mx_conn *c)
 {
     bufferevent_setcb(c->bev, conn_on_read, conn_on_write, conn_on_event, c);
     struct timeval idle = { c->cfg.idle_timeout_ms / 1000, (c->cfg.idle_timeout_ms % 1000) * 1000 };
-    bufferevent_set_timeouts(c->bev, &idle, &idle);
+    /* A deflate filter on top re-arms its generic write timer after every
+     * batch, pending output or not: it would cut a long upload that gets
+     * no reply for idle_ms. The socket's own write timeout (below), armed
+     * only while bytes wait, catches a client that stopped reading. */
+    bufferevent_set_timeouts(c->bev, &idle, c->deflate ? NULL : &idle);
     bufferevent_setwatermark(c->bev, EV_WRITE, c->cfg.output_high / 4, 0);
     bufferevent_setwatermark(c->bev, EV_READ, 0, c->cfg.input_high);
     /* Under a TLS filter the socket bufferevent below keeps reading even
      * when the filter stops (libevent made it unlimited): bound it too,
-     * time out a client that stops reading there, and wake on its drain. */
+     * time out a client that stops reading there, and wake on its drain.
+     * Under a deflate filter the same holds for every layer; a TLS filter
+     * in the middle gets no timeouts of its own (its generic write timer
+     * would fire on an idle but healthy connection), the top and the
+     * socket cover both directions. */
     struct bufferevent *below = bufferevent_get_underlying(c->bev);
-    if (below) {
+    for (; below; below = bufferevent_get_underlying(below)) {
         bufferevent_setwatermark(below, EV_READ, 0, c->cfg.input_high);
-        bufferevent_set_timeouts(below, NULL, &idle);
-        if (c->below_output_cb == NULL)
+        bool is_socket = bufferevent_get_underlying(below) == NULL;
+        bufferevent_set_timeouts(below, NULL, is_socket ? &idle : NULL);
+        if (is_socket && c->below_output_cb == NULL)
             c->below_output_cb =
                 evbuffer_add_cb(bufferevent_get_output(below), conn_on_below_output, c);
     }
@@ -250,7 +286,8 @@ bool mx_conn_has_tls_ctx(const struct mx_conn *c)
 
 const char *mx_conn_tls_info(const struct mx_conn *c, char *buf, size_t size)
 {
-    SSL *ssl = c->tls && c->bev ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+    struct bufferevent *tls = conn_tls_bev(c);
+    SSL *ssl = tls ? bufferevent_openssl_get_ssl(tls) : NULL;
     if (ssl == NULL)
         snprintf(buf, size, "%s", "");
     else
@@ -287,7 +324,9 @@ void mx_conn_write(struct mx_conn *c, const void *data, size_t len)
 
 int mx_conn_starttls(struct mx_conn *c)
 {
-    if (c->tls || c->cfg.tls_ctx == NULL || c->state != CONN_OPEN)
+    /* TLS over a deflate filter would compress before encrypting the way
+     * CRIME exploits, and RFC 4978 section 3 forbids it anyway. */
+    if (c->tls || c->deflate || c->cfg.tls_ctx == NULL || c->state != CONN_OPEN)
         return -1;
     size_t discarded = 0;
     struct bufferevent *tls = mx_tls_bufferevent_starttls(c->bev, c->cfg.tls_ctx, &discarded);
@@ -307,6 +346,34 @@ int mx_conn_starttls(struct mx_conn *c)
     c->tls = true;
     conn_set_callbacks(c);
     return 0;
+}
+
+int mx_conn_compress(struct mx_conn *c)
+{
+    if (c->deflate || c->state != CONN_OPEN)
+        return -1;
+    /* The deflate filter goes on top: what the session already wrote (the
+     * tagged OK) stays in the old top's output and leaves uncompressed
+     * ahead of everything compressed; under TLS, compression happens
+     * inside the encryption. */
+    struct mx_deflate *deflate = NULL;
+    struct bufferevent *zbev =
+        mx_deflate_filter_new(c->bev, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS, NULL, &deflate);
+    if (zbev == NULL) {
+        mx_log(MX_LOG_ERR, "conn.compress_failed", MX_KV("role", c->role), MX_KV("sid", c->sid),
+               MX_KV("peer", c->peer_ip), MX_KV("error", "cannot allocate the deflate filter"));
+        mx_conn_close(c, "COMPRESS setup failed");
+        return -1;
+    }
+    c->bev = zbev;
+    c->deflate = deflate;
+    conn_set_callbacks(c);
+    return 0;
+}
+
+bool mx_conn_is_compressed(const struct mx_conn *c)
+{
+    return c->deflate != NULL;
 }
 
 void mx_conn_set_idle_timeout(struct mx_conn *c, unsigned ms)
@@ -449,17 +516,25 @@ static void conn_on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (what & BEV_EVENT_ERROR) {
-        unsigned long tls_error = c->tls ? bufferevent_get_openssl_error(bev) : 0;
+        struct bufferevent *tls = conn_tls_bev(c);
+        unsigned long tls_error = tls ? bufferevent_get_openssl_error(tls) : 0;
+        const char *deflate_error = c->deflate ? mx_deflate_error(c->deflate) : NULL;
         char reason[256];
-        if (tls_error)
+        if (deflate_error) {
+            snprintf(reason, sizeof reason, "COMPRESS: %s", deflate_error);
+            mx_log(MX_LOG_WARNING, "conn.compress_error", MX_KV("role", c->role),
+                   MX_KV("sid", c->sid), MX_KV("peer", c->peer_ip), MX_KV("error", deflate_error));
+        } else if (tls_error)
             ERR_error_string_n(tls_error, reason, sizeof reason);
         else
             snprintf(reason, sizeof reason, "%s",
                      EVUTIL_SOCKET_ERROR() ? strerror(EVUTIL_SOCKET_ERROR()) : "connection error");
         /* A failed handshake's alert is still in the plain connection's
-         * output: send it, best effort, so the client learns why. */
-        struct bufferevent *plain = bufferevent_get_underlying(bev);
-        if (plain) {
+         * output: send it, best effort, so the client learns why. Only
+         * the socket's own output holds ciphertext; layers above it hold
+         * cleartext that must never be written raw. */
+        struct bufferevent *plain = tls ? conn_socket_bev(c) : NULL;
+        if (plain && plain != bev) {
             struct evbuffer *alert = bufferevent_get_output(plain);
             size_t len = evbuffer_get_length(alert);
             ssize_t ignored =
@@ -492,10 +567,11 @@ void mx_conn_registry_close_all(struct mx_conn_registry *registry, const char *g
         if (goodbye && c->state != CONN_PROXY && c->bev) {
             /* best effort: one write attempt, no waiting for slow readers */
             mx_conn_printf(c, "%s", goodbye);
-            struct bufferevent *below = bufferevent_get_underlying(c->bev);
-            if (below)
-                bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH); /* encrypt into below */
-            struct bufferevent *sock = below ? below : c->bev;
+            /* deflate and/or encrypt down into the socket's output; only
+             * that one may be written raw */
+            struct bufferevent *sock = conn_socket_bev(c);
+            if (sock != c->bev)
+                bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
             (void)evbuffer_write(bufferevent_get_output(sock), bufferevent_getfd(sock));
         }
         mx_conn_close(c, reason);

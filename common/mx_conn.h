@@ -94,6 +94,18 @@ size_t mx_conn_output_pending(struct mx_conn *conn);
  * TLS cannot be set up (the conn is closing then). */
 int mx_conn_starttls(struct mx_conn *conn);
 
+/* mx_conn_compress - COMPRESS=DEFLATE (RFC 4978): call right after the
+ * tagged "OK DEFLATE active" was written, in the same callback. That reply
+ * and everything written before goes out uncompressed; everything written
+ * after is deflated (one sync flush per turn of the loop) and all input
+ * from now on, including bytes already read behind the command, is
+ * inflated. A corrupt stream or a decompression bomb closes the conn
+ * (on_close reason "COMPRESS: ..."). -1 if already compressed or not open,
+ * or if the filter cannot be set up (the conn is closing then).
+ * Afterwards mx_conn_starttls refuses (RFC 4978 section 3). */
+int mx_conn_compress(struct mx_conn *conn);
+bool mx_conn_is_compressed(const struct mx_conn *conn);
+
 /* mx_conn_set_idle_timeout - read/write inactivity limit from now on
  * (login timeout vs. authenticated idle vs. IDLE). */
 void mx_conn_set_idle_timeout(struct mx_conn *conn, unsigned ms);

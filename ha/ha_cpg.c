@@ -24,7 +24,36 @@ struct ha_cpg {
     struct ha_cpg_callbacks cb;
     void *ctx;
     struct ha_cpg_member self;
+    /* Quorum is trusted only for the current totem ring: votequorum and
+     * CPG report a membership change over separate IPC channels, in either
+     * order, so right after a CPG view change the last quorum verdict may
+     * still be the previous ring's (a node just cut off would believe it is
+     * quorate and decide alone). quorate counts only once votequorum has
+     * reported on a ring at least as new as the one CPG delivered. */
+    uint64_t cpg_ring_seq;
+    uint64_t vq_ring_seq;
+    bool vq_quorate;
+    bool reported_quorate;
+    bool reported_once;
 };
+
+static void report_quorum(struct ha_cpg *c)
+{
+    bool quorate = c->vq_quorate && c->vq_ring_seq >= c->cpg_ring_seq && c->cpg_ring_seq != 0;
+    if (c->reported_once && quorate == c->reported_quorate)
+        return;
+    c->reported_once = true;
+    c->reported_quorate = quorate;
+    c->cb.quorum(c->ctx, quorate);
+}
+
+static void refresh_vq_quorate(struct ha_cpg *c)
+{
+    struct votequorum_info info;
+    memset(&info, 0, sizeof(info));
+    if (votequorum_getinfo(c->vq, 0, &info) == CS_OK)
+        c->vq_quorate = (info.flags & VOTEQUORUM_INFO_QUORATE) != 0;
+}
 
 static void on_deliver(cpg_handle_t handle, const struct cpg_name *group, uint32_t nodeid,
                        uint32_t pid, void *msg, size_t msg_len)
@@ -55,14 +84,49 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
     for (size_t i = 0; i < n_joined; i++)
         mx_log(MX_LOG_NOTICE, "ha.member_joined", MX_KVU("nodeid", joined[i].nodeid),
                MX_KVU("pid", joined[i].pid));
+    /* CPG may deliver the view before votequorum's notification (and
+     * before the totem ring callback): ask votequorum now, so the STATE
+     * sent for this view does not carry the previous membership's
+     * verdict. A node cut off from the majority learns "not quorate"
+     * here, before it could decide anything alone. */
+    refresh_vq_quorate(c);
+    report_quorum(c);
     c->cb.view(c->ctx, view, n);
+}
+
+static void on_totem_confchg(cpg_handle_t handle, struct cpg_ring_id ring_id,
+                             uint32_t n_members, const uint32_t *members)
+{
+    void *context = NULL;
+    if (cpg_context_get(handle, &context) != CS_OK || !context)
+        return;
+    struct ha_cpg *c = context;
+    if (ring_id.seq > c->cpg_ring_seq)
+        c->cpg_ring_seq = ring_id.seq;
+    mx_log(MX_LOG_DEBUG, "ha.totem_ring", MX_KVU("seq", ring_id.seq), MX_KVU("members", n_members));
+    report_quorum(c); /* usually: not quorate until votequorum catches up */
 }
 
 static void on_quorum(votequorum_handle_t handle, uint64_t context, uint32_t quorate,
                       uint32_t n_nodes, votequorum_node_t nodes[])
 {
     struct ha_cpg *c = (struct ha_cpg *)(uintptr_t)context;
-    c->cb.quorum(c->ctx, quorate != 0);
+    c->vq_quorate = quorate != 0;
+    mx_log(MX_LOG_DEBUG, "ha.quorum_notify", MX_KVU("quorate", quorate), MX_KVU("nodes", n_nodes));
+    report_quorum(c);
+}
+
+static void on_nodelist(votequorum_handle_t handle, uint64_t context,
+                        votequorum_ring_id_t ring_id, uint32_t n_nodes, uint32_t nodes[])
+{
+    struct ha_cpg *c = (struct ha_cpg *)(uintptr_t)context;
+    if (ring_id.seq > c->vq_ring_seq)
+        c->vq_ring_seq = ring_id.seq;
+    mx_log(MX_LOG_DEBUG, "ha.quorum_ring", MX_KVU("seq", ring_id.seq), MX_KVU("nodes", n_nodes));
+    /* The nodelist notification carries the ring; the verdict that goes
+     * with it is asked for directly (it is at least as new). */
+    refresh_vq_quorate(c);
+    report_quorum(c);
 }
 
 static void report_lost(struct ha_cpg *c, const char *what, cs_error_t err)
@@ -121,7 +185,8 @@ int ha_cpg_open(struct event_base *base, const char *group, const struct ha_cpg_
     cpg_model_v1_data_t model = { .model = CPG_MODEL_V1,
                                   .cpg_deliver_fn = on_deliver,
                                   .cpg_confchg_fn = on_confchg,
-                                  .flags = 0 };
+                                  .cpg_totem_confchg_fn = on_totem_confchg,
+                                  .flags = CPG_MODEL_V1_DELIVER_INITIAL_TOTEM_CONF };
     cs_error_t err = cpg_model_initialize(&c->cpg, CPG_MODEL_V1, (cpg_model_data_t *)&model, c);
     if (err != CS_OK)
         return fail(c, error_r, "cpg_model_initialize", err);
@@ -131,7 +196,8 @@ int ha_cpg_open(struct event_base *base, const char *group, const struct ha_cpg_
         return fail(c, error_r, "cpg_local_get", err);
     c->self = (struct ha_cpg_member){ local, (uint32_t)getpid() };
 
-    votequorum_callbacks_t vq_cb = { .votequorum_quorum_notify_fn = on_quorum };
+    votequorum_callbacks_t vq_cb = { .votequorum_quorum_notify_fn = on_quorum,
+                                     .votequorum_nodelist_notify_fn = on_nodelist };
     if ((err = votequorum_initialize(&c->vq, &vq_cb)) != CS_OK)
         return fail(c, error_r, "votequorum_initialize", err);
     c->vq_open = true;

@@ -28,7 +28,10 @@ struct ha_cpg_callbacks {
     void (*deliver)(void *ctx, struct ha_cpg_member from, const void *data, size_t len);
     /* The group's membership changed: members[0..n) is the new view. */
     void (*view)(void *ctx, const struct ha_cpg_member *members, size_t n);
-    /* votequorum's verdict for this node's partition changed (or is first known). */
+    /* This node's partition became quorate or stopped being so (first call:
+     * the initial verdict). Quorate means votequorum says so FOR THE
+     * CURRENT totem ring (see ha_cpg.c): right after a membership change
+     * it is false until votequorum has reported on the new ring. */
     void (*quorum)(void *ctx, bool quorate);
     /* The connection to corosync failed. */
     void (*lost)(void *ctx, const char *reason);

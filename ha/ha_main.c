@@ -227,8 +227,26 @@ static void decide(struct ha *ha)
     bool changed = ha_decide(&ha->config, ha->states, ha->n_view, previous, ha->switchovers,
                              all_quorate, next);
     bool first = !ha->decided_in_view;
-    bool adopted = all_quorate && ha_map_newer(next, &ha->map, ha->config.n_pairs);
-    if (all_quorate) {
+    /* Every STATE said quorate, but this node may have learnt otherwise
+     * since it sent its own: then it does not adopt the decision (it is
+     * fenced anyway) and takes the others' map from their next STATEs. */
+    bool adopt = all_quorate && ha->quorate;
+    if (all_quorate && !ha->quorate) {
+        ha->decided_in_view = false;
+        mx_log(MX_LOG_NOTICE, "ha.decision_skipped", MX_KV("reason", "not quorate any more"));
+    }
+    for (size_t s = 0; s < ha->n_view; s++) {
+        const struct ha_map *theirs = &ha->states[s].map;
+        if (theirs->epoch == ha->map.epoch && theirs->epoch != 0 &&
+            (ha_map_newer(theirs, &ha->map, ha->config.n_pairs) ||
+             ha_map_newer(&ha->map, theirs, ha->config.n_pairs)))
+            mx_log(MX_LOG_ERR, "ha.map_conflict", MX_KV("node", ha->states[s].node),
+                   MX_KVU("epoch", theirs->epoch),
+                   MX_KV("detail", "two different maps with one epoch: a decision was made "
+                                   "without quorum; the content order breaks the tie"));
+    }
+    bool adopted = adopt && ha_map_newer(next, &ha->map, ha->config.n_pairs);
+    if (adopt) {
         ha->map = *next;
         ha->decided_in_view = true;
         bool was_trusted = ha->trusted;
@@ -311,7 +329,7 @@ static void on_quorum(void *ctx, bool quorate)
 {
     struct ha *ha = ctx;
     mx_log(quorate ? MX_LOG_NOTICE : MX_LOG_WARNING, "ha.quorum", MX_KVI("quorate", quorate));
-    set_quorate(ha, quorate, "quorum lost");
+    set_quorate(ha, quorate, "quorum lost or not yet confirmed for the new membership");
     send_state(ha); /* others decide only when every STATE says quorate */
 }
 

@@ -22,6 +22,7 @@
  * message applies (a file fsync per APPEND) well within the timeout. */
 #define SHIP_FRAME_SOFT_MAX (MX_WIRE_FRAME_MAX / 8)
 #define SHIP_RECORDS_MAX 1024
+#define SHIP_BODIES_MAX 256 /* the default store.max_batch */
 /* The largest message file shipped (bigger than any SIZE limit). */
 #define SHIP_BODY_MAX (MX_WIRE_FRAME_MAX - 1024 * 1024)
 
@@ -163,6 +164,10 @@ struct store_repl {
     struct mx_server *server; /* replication listener */
     char *listen_endpoint;
     bool replica_in_sync;
+    /* a primary of our epoch asked where our log ends (HELLO) since this
+     * process started: only then may it ship, since records we wrote on
+     * our own (start-up recovery) must be seen before any are skipped */
+    bool greeted;
 
     struct peer **peers;
     size_t n_peers;
@@ -280,6 +285,7 @@ static int adopt_epoch(struct store_repl *r, uint64_t epoch, const char *source,
            MX_KVU("to", epoch), MX_KV("source", source));
     r->epoch = epoch;
     r->replica_in_sync = false; /* in sync only with a primary of this epoch */
+    r->greeted = false;
     if (r->role == MX_HA_PRIMARY && !from_ha)
         set_role(r, MX_HA_FENCED, "a higher epoch exists");
     return 0;
@@ -478,7 +484,7 @@ struct ship_ctx {
     MDB_txn *txn;
     struct mx_frame *frame;
     uint64_t upto, last;
-    size_t records;
+    size_t records, bodies;
     bool failed;
 };
 static int ship_fn(void *ctx, uint64_t seq, const uint8_t *rec, size_t len)
@@ -486,7 +492,8 @@ static int ship_fn(void *ctx, uint64_t seq, const uint8_t *rec, size_t len)
     struct ship_ctx *c = ctx;
     if (seq > c->upto || seq != c->last + 1)
         return 1;
-    if (c->records && (c->frame->len >= SHIP_FRAME_SOFT_MAX || c->records >= SHIP_RECORDS_MAX))
+    if (c->records && (c->frame->len >= SHIP_FRAME_SOFT_MAX || c->records >= SHIP_RECORDS_MAX ||
+                       c->bodies >= SHIP_BODIES_MAX))
         return 1;
     uint8_t *body = NULL;
     size_t body_len = 0;
@@ -501,8 +508,10 @@ static int ship_fn(void *ctx, uint64_t seq, const uint8_t *rec, size_t len)
         return 1;
     }
     mx_frame_put_bytes(c->frame, F_OPLOG_RECORD, rec, len);
-    if (got == 0)
+    if (got == 0) {
         mx_frame_put_bytes(c->frame, F_BODY, body, body_len);
+        c->bodies++;
+    }
     free(body);
     c->last = seq;
     c->records++;
@@ -546,7 +555,7 @@ static void ship(struct peer *p)
     frame_head(r, &f, MSG_STORE_STORE_OPLOG_APPLY);
     mx_frame_put_u64(&f, F_SEQ, p->acked + 1);
     mx_frame_put_str(&f, F_SEQ_EPOCH_SET, m.history);
-    struct ship_ctx c = { r->st, txn, &f, m.seq, p->acked, 0, false };
+    struct ship_ctx c = { r->st, txn, &f, m.seq, p->acked, 0, 0, false };
     if (p->acked < m.seq && store_oplog_foreach(r->st, txn, p->acked + 1, ship_fn, &c) < 0)
         c.failed = true;
     mdb_txn_abort(txn);
@@ -599,6 +608,13 @@ static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_
                MX_KVU("status", status), MX_KV("text", text ? text : ""));
         free(text);
         peer_lost(p, "apply refused", false);
+        if (status == MX_STATUS_PERMFAIL) {
+            /* a record that does not fit its index: the logs differ in a
+             * way the position check could not see; only a copy helps */
+            struct mx_frame f;
+            frame_head(r, &f, MSG_STORE_STORE_RESYNC_BEGIN);
+            peer_send(p, &f, on_resync_done);
+        }
         return;
     }
     bool advanced = seq > p->acked;
@@ -779,6 +795,7 @@ static void replica_hello(struct store_repl *r, struct mx_server_request *req)
         return;
     }
     r->replica_in_sync = false;
+    r->greeted = true;
     struct mx_frame out;
     mx_frame_init(&out, MSG_STORE_STORE_REPLICA_POSITION, 0, NULL);
     mx_frame_put_u32(&out, F_STATUS, MX_STATUS_OK);
@@ -918,6 +935,10 @@ static void replica_dispatch(void *ctx, struct mx_server_request *req, const str
     case MSG_STORE_STORE_OPLOG_APPLY:
         if (replica_check(r, &req, f) < 0)
             return;
+        if (f->type != MSG_STORE_STORE_REPLICA_HELLO && !r->greeted) {
+            mx_server_ack(&req, MX_STATUS_TEMPFAIL, "send REPLICA_HELLO first", &error);
+            return;
+        }
         if (f->type == MSG_STORE_STORE_REPLICA_HELLO)
             replica_hello(r, req);
         else if (f->type == MSG_STORE_STORE_RESYNC_BEGIN)
@@ -1092,6 +1113,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
                 p->in_sync = false;
                 r->report_again = true;
             }
+            if (p->state == PEER_STREAM && !p->busy && now - p->last_ok_ms >= 2 * (uint64_t)r->heartbeat_ms)
+                p->told_in_sync = false; /* an empty APPLY: is it alive, did it restart? */
             peer_kick(p);
         }
     report(r);

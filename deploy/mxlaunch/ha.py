@@ -54,7 +54,7 @@ def ha_config(node_name, node_id, state_dir, pairs, heartbeat="200ms", agent=Tru
 class HaDaemon:
     """mx-ha of node INDEX in NET (1-based; node name "node<INDEX>")."""
 
-    def __init__(self, net, index, workdir, pairs, heartbeat="200ms"):
+    def __init__(self, net, index, workdir, pairs, heartbeat="200ms", log_level="info"):
         self.net = net
         self.index = index
         self.name = "node%d" % index
@@ -62,7 +62,8 @@ class HaDaemon:
         os.makedirs(self.dir, exist_ok=True)
         self.conf = os.path.join(self.dir, "mxcluster.conf")
         with open(self.conf, "w") as f:
-            f.write(ha_config(self.name, index, self.dir, pairs, heartbeat=heartbeat))
+            f.write(ha_config(self.name, index, self.dir, pairs, heartbeat=heartbeat,
+                              log_level=log_level))
         self.log = os.path.join(self.dir, "mx-ha.log")
         self.proc = None
 

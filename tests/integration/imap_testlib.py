@@ -432,6 +432,21 @@ def multipart_message(subject="multipart"):
                         content_type='multipart/mixed; boundary="%s"' % boundary)
 
 
+def forwarded_message(subject="forwarded"):
+    """forwarded_message - multipart/mixed: part 1 text/plain, part 2 a
+    message/rfc822 (inner subject "inner message", inner body "inner body
+    text")."""
+    inner = make_message(subject="inner message", body="inner body text\r\n",
+                         sender="Inner <inner@remote.test>", msgid="<inner@remote.test>")
+    boundary = "fwd-boundary-9"
+    body = (b"--%(b)s\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+            b"see the attached message\r\n"
+            b"--%(b)s\r\nContent-Type: message/rfc822\r\n\r\n" % {b"b": boundary.encode()}
+            + inner + b"\r\n--%s--\r\n" % boundary.encode())
+    return make_message(subject=subject, body=body,
+                        content_type='multipart/mixed; boundary="%s"' % boundary)
+
+
 def fetch_map(data):
     """fetch_map - imaplib FETCH data -> {seq: raw bytes of the response}
     (a literal's bytes joined into its line)."""

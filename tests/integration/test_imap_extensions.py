@@ -249,6 +249,11 @@ class TestEnableCondstoreQresync(ExtCase):
         # UNCHANGEDSINCE 0 always fails (RFC 7162 3.1.3)
         status, lines, line = r.command(b"STORE 1 (UNCHANGEDSINCE 0) +FLAGS (\\Draft)")
         self.assertIn(b"[MODIFIED 1]", line)
+        # UID STORE reports UIDs in MODIFIED
+        uid2 = re.search(rb"UID (\d+)", b" ".join(self.cmd_ok(r, b"FETCH 2 (UID)"))).group(1)
+        status, lines, line = r.command(b"UID STORE %s (UNCHANGEDSINCE 1) +FLAGS (\\Draft)"
+                                        % uid2)
+        self.assertIn(b"[MODIFIED %s]" % uid2, line)
 
     def test_qresync_select_vanished_earlier(self):
         user, pw, r = self.selected(5, enable=b"QRESYNC")
@@ -289,6 +294,29 @@ class TestEnableCondstoreQresync(ExtCase):
         lines = self.cmd_ok(r, b"SELECT INBOX (QRESYNC (1 1))")
         self.assertFalse(any(b"VANISHED" in l for l in lines), lines)
         self.assertTrue(any(re.match(rb"\* 2 EXISTS", l) for l in lines), lines)
+
+    def test_enable_imap4rev2(self):
+        user, pw = self.user_with_mail(3)
+        r = self.raw(user, pw)
+        self.require(r, b"IMAP4REV2")
+        lines = self.cmd_ok(r, b"ENABLE IMAP4rev2")
+        self.assertTrue(any(l.upper().startswith(b"* ENABLED") and b"IMAP4REV2" in l.upper()
+                            for l in lines), lines)
+        lines = self.cmd_ok(r, b"SELECT INBOX")
+        # RFC 9051 removed \Recent and the RECENT response
+        self.assertFalse(any(re.match(rb"\* \d+ RECENT", l) for l in lines), lines)
+        lines = self.cmd_ok(r, b"FETCH 1:* (FLAGS)")
+        self.assertFalse(any(b"\\Recent" in l for l in lines), lines)
+        # a plain SEARCH is answered with ESEARCH, as RETURN (ALL) (RFC 9051 6.4.4)
+        tag = r.next_tag()
+        r.send(tag + b" SEARCH ALL\r\n")
+        status, lines, _ = r.read_until_tagged(tag)
+        self.assertEqual(status, b"OK")
+        self.assertFalse(any(l.startswith(b"* SEARCH") for l in lines), lines)
+        es = [l for l in lines if l.startswith(b"* ESEARCH")]
+        self.assertEqual(len(es), 1, lines)
+        self.assertIn(b'(TAG "%s")' % tag, es[0])
+        self.assertRegex(es[0], rb"ALL 1:3$")
 
     def test_utf8_accept(self):
         user, pw = self.user_with_mail(0)
@@ -395,6 +423,15 @@ class TestSortThread(ExtCase):
                                            b" ".join(self.cmd_ok(self.r, b"FETCH 1:* (UID)")))]
         self.assertEqual(self.sort(b"DATE", uid=True), [uids[2], uids[0], uids[1], uids[3]])
 
+    def test_sort_display(self):
+        # RFC 5957 DISPLAYFROM: the display name, else the address
+        self.require(self.r, b"SORT=DISPLAY")
+        lines = self.cmd_ok(self.r, b"SORT (DISPLAYFROM) UTF-8 ALL")
+        found = [l for l in lines if l.startswith(b"* SORT")]
+        self.assertEqual(len(found), 1, lines)
+        # no display names here: amy, bob, cat, zed by address
+        self.assertEqual([int(x) for x in found[0].split()[2:]], [2, 3, 4, 1])
+
     def test_sort_bad_key(self):
         self.require(self.r, b"SORT")
         self.assertEqual(self.r.command(b"SORT (NOSUCHKEY) UTF-8 ALL")[0], b"BAD")
@@ -445,6 +482,23 @@ class TestEsearchList(ExtCase):
         es = [l for l in lines if l.startswith(b"* ESEARCH")]
         self.assertIn(b"COUNT 0", es[0])
         self.assertNotIn(b"MIN", es[0])
+
+    def test_searchres(self):
+        # RFC 5182: RETURN (SAVE) keeps the result as "$" for later commands
+        user, pw = self.user_with_mail(4)
+        r = self.raw(user, pw)
+        self.require(r, b"SEARCHRES")
+        self.cmd_ok(r, b"SELECT INBOX")
+        lines = self.cmd_ok(r, b"SEARCH RETURN (SAVE) OR SUBJECT \"message 2\" "
+                               b"SUBJECT \"message 4\"")
+        self.assertFalse(any(l.startswith(b"* SEARCH") or l.startswith(b"* ESEARCH")
+                             for l in lines), lines)  # SAVE alone returns nothing
+        lines = self.cmd_ok(r, b"FETCH $ (UID)")
+        self.assertEqual(sorted(int(l.split()[1]) for l in lines if b" FETCH " in l), [2, 4])
+        self.cmd_ok(r, b"STORE $ +FLAGS (\\Flagged)")
+        lines = self.cmd_ok(r, b"SEARCH FLAGGED")
+        self.assertTrue(any(re.match(rb"\* (E?SEARCH.*\b2[,:]4\b|SEARCH 2 4$)", l)
+                            for l in lines), lines)
 
     def test_list_extended_selection_and_return(self):
         user, pw = self.user_with_mail(0)

@@ -17,9 +17,10 @@ import ssl
 import time
 import unittest
 
-from imap_testlib import (RawImap, fetch_map, imap_plain, imaps, is_mx, japanese_iso2022,
-                          japanese_utf8_base64, login, make_message, multipart_message, ok,
-                          quote, refused, start_target, tls_context, untagged)
+from imap_testlib import (RawImap, fetch_map, forwarded_message, imap_plain, imaps, is_mx,
+                          japanese_iso2022, japanese_utf8_base64, login, make_message,
+                          multipart_message, ok, quote, refused, start_target, tls_context,
+                          untagged)
 
 
 class ImapCase(unittest.TestCase):
@@ -377,6 +378,19 @@ class TestMailboxes(ImapCase):
         for name in by_use.values():
             ok(self, m.select(quote(name).decode()), "SELECT %s" % name)
 
+    def test_modified_utf7_names(self):
+        # without UTF8=ACCEPT mailbox names travel in modified UTF-7 (RFC 3501 5.1.3)
+        user, pw = self.new_user()
+        m = self.login(user, pw)
+        ok(self, m.create("Entw&APw-rfe"), "CREATE mUTF-7")          # Entwürfe
+        ok(self, m.create('"&ZeVnLIqe-"'), "CREATE mUTF-7 CJK")       # 日本語
+        names = self.list_names(m)
+        self.assertIn("Entw&APw-rfe", names)
+        self.assertIn("&ZeVnLIqe-", names)
+        ok(self, m.select("Entw&APw-rfe"), "SELECT mUTF-7")
+        # a name that is not valid modified UTF-7 is refused
+        self.assertIn(refused(lambda: m.create("bad&-name&AB")), ("NO", "BAD"))
+
     def test_rename(self):
         user, pw = self.new_user()
         m = self.login(user, pw)
@@ -684,6 +698,7 @@ class TestFetch(ImapCase):
         cls.multi = multipart_message("Multi two")
         cls.target.deliver(cls.user, cls.plain)
         cls.target.deliver(cls.user, cls.multi)
+        cls.target.deliver(cls.user, forwarded_message("Forward three"))
 
     def setUp(self):
         self.m = self.login(self.user, self.pw)
@@ -754,6 +769,22 @@ class TestFetch(ImapCase):
         # a single-part message's part 1 is its body
         p1 = self.fetch1(1, "(BODY.PEEK[1])").split(b"}\r\n", 1)[1]
         self.assertTrue(p1.startswith(b"line one\r\nline two"), p1)
+
+    def test_message_rfc822_part(self):
+        got = self.fetch1(3, "(BODYSTRUCTURE)").upper()
+        # message/rfc822: body fields, then the inner envelope, the inner
+        # body structure and the line count (RFC 3501 7.4.2)
+        self.assertIn(b'"MESSAGE" "RFC822"', got)
+        self.assertIn(b'"INNER MESSAGE"', got)
+        header = self.fetch1(3, "(BODY.PEEK[2.HEADER])").split(b"}\r\n", 1)[1]
+        self.assertIn(b"Subject: inner message", header)
+        self.assertNotIn(b"Forward three", header)
+        text = self.fetch1(3, "(BODY.PEEK[2.TEXT])").split(b"}\r\n", 1)[1]
+        self.assertTrue(text.startswith(b"inner body text"), text)
+        inner = self.fetch1(3, "(BODY.PEEK[2.1])").split(b"}\r\n", 1)[1]
+        self.assertTrue(inner.startswith(b"inner body text"), inner)
+        fields = self.fetch1(3, "(BODY.PEEK[2.HEADER.FIELDS (SUBJECT)])").split(b"}\r\n", 1)[1]
+        self.assertTrue(fields.startswith(b"Subject: inner message\r\n"), fields)
 
     def test_header_fields_and_not(self):
         got = self.fetch1(1, "(BODY.PEEK[HEADER.FIELDS (SUBJECT X-EXTRA)])")

@@ -271,6 +271,29 @@ class StoreReplicationTest(unittest.TestCase):
         self.assertEqual(result["reply"].status, OK, result)
         self.assertEqual(self.append(a, 3).status, OK)  # degraded: local commit is enough
 
+    def test_replica_with_records_of_its_own_is_resynced(self):
+        a, b = self.stores["a"], self.stores["b"]
+        self.ha["b"].assign("replica", 1)
+        self.ha["a"].assign("primary", 1, [self.rep["b"]])
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync")
+        for n in range(3):
+            self.assertEqual(self.append(a, n).status, OK)
+        # a file the replica's start-up recovery indexes: a record A never wrote
+        b.stop()
+        stray = os.path.join(b.maildir(USER), "new", "1700000000.M1P1Q1R0123456789abcdef.stray,S=22,W=22")
+        with open(stray, "wb") as f:
+            f.write(b"Subject: stray\r\n\r\nhi\r\n")
+        before = self.ha["b"].report()["reports"]
+        b.start()
+        # a restarted store reports in_sync 0 until its primary says it caught up
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1 and r["reports"] > before,
+                                 what="B resynced")
+        self.assertIn("store.orphan_indexed", b.log())
+        self.assertIn("store.resync_begin", b.log())
+        self.assertFalse(os.path.exists(stray))
+        self.assertEqual(self.append(a, 9).status, OK)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+
 
 if __name__ == "__main__":
     try:
