@@ -2472,6 +2472,17 @@ int store_apply(struct store_batch *b, uint64_t seq, const uint8_t *rec, size_t 
         *error_r = mx_asprintf("record %llu: unknown version or malformed head", (unsigned long long)seq);
         return -1;
     }
+    /* the primary wrote canonical names of valid users: anything else did
+     * not come from a store */
+    char *canonical = canon(h.name, &res), *udir = NULL;
+    const char *uerr;
+    bool names_ok = canonical && strcmp(canonical, h.name) == 0 && store_user_dir(b->st, h.user, &udir, &uerr) == 0;
+    free(canonical);
+    free(udir);
+    if (!names_ok) {
+        *error_r = mx_asprintf("record %llu: invalid user or mailbox name", (unsigned long long)seq);
+        return -1;
+    }
     if (op_begin(b, &res) < 0) {
         *error_r = mx_strdup("index transaction failed");
         return -1;

@@ -1723,6 +1723,78 @@ class TestBinary(ConformanceCase):
         self.assertEqual(fetch_of(lines, 2, b"BINARY[1]"), body)
 
 
+class TestSortThreadIdle(ConformanceCase):
+    """RFC 5256 SORT / THREAD, RFC 2177 IDLE, RFC 2342 NAMESPACE."""
+
+    def thread_mailbox(self, s):
+        s.append(msg(b"bravo", msgid=b"<b@x>"))
+        s.append(msg(b"alpha", msgid=b"<a@x>"))
+        s.append(msg(b"Re: alpha", msgid=b"<r@x>", extra=b"In-Reply-To: <a@x>\r\nReferences: <a@x>\r\n"))
+        s.append(msg(b"[fwd: Bravo] (fwd)", msgid=b"<f@x>"))
+        s.select()
+
+    def test_sort_base_subject(self):
+        # RFC 5256 2.1 base subject: "Re:", "[fwd: ...]", "(fwd)" removed,
+        # compared case-insensitively; ties by sequence number
+        s = self.session()
+        self.thread_mailbox(s)
+        lines, _ = s.ok(b"SORT (SUBJECT) UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* SORT"), [b"* SORT 2 3 1 4"])
+        lines, _ = s.ok(b"SORT (REVERSE SUBJECT) UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* SORT"), [b"* SORT 1 4 2 3"])
+        lines, _ = s.ok(b"UID SORT (SUBJECT) UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* SORT"),
+                         [b"* SORT %d %d %d %d" % (s.view[1], s.view[2], s.view[0], s.view[3])])
+        lines, _ = s.ok(b"SORT (SUBJECT) UTF-8 DELETED")
+        self.assertIn(b"* SORT", lines, "empty SORT result: '* SORT' without a trailing SP")
+
+    def test_thread_formats(self):
+        # RFC 5256 4: thread-list = "(" ... ")"; ORDEREDSUBJECT and REFERENCES
+        s = self.session()
+        self.thread_mailbox(s)
+        lines, _ = s.ok(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* THREAD"), [b"* THREAD (1 4)(2 3)"])
+        lines, _ = s.ok(b"THREAD REFERENCES UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* THREAD"), [b"* THREAD (1)(2 3)(4)"])
+
+    def test_idle_sees_other_session_consistently(self):
+        s1, s2 = self.session("s1"), self.session("s2")
+        self.populate(s1, 3)
+        s1.select()
+        s2.select()
+        uids = list(s2.view)
+        s2.current = b"IDLE"
+        s2.idle_start()
+        s1.ok(b"STORE 3 +FLAGS (\\Flagged)")
+        s1.ok(b"STORE 1 +FLAGS.SILENT (\\Deleted)")
+        s1.ok(b"EXPUNGE")
+        s1.append(msg(b"new during idle"))
+        s2.wait_for(rb"^\* 3 EXISTS$", timeout=5.0)
+        s2.idle_done()
+        s2.ok(b"NOOP")
+        s2.ok(b"FETCH 1:* (UID)")
+        self.assertEqual(s2.view[:2], [uids[1], uids[2]])
+        self.assertEqual(len(s2.view), 3)
+        lines, _ = s2.ok(b"FETCH 2 (FLAGS)")
+        self.assertIn(b"\\flagged", flags_of(lines, 2))
+
+    def test_namespace_and_enable_format(self):
+        s = self.session()
+        lines, _ = s.ok(b"NAMESPACE")
+        ns = untagged_with(lines, rb"^\* NAMESPACE ")
+        self.assertEqual(len(ns), 1, lines)
+        values = parse_all(ns[0][12:])
+        self.assertEqual(len(values), 3, "personal, other users, shared (RFC 2342 5): %r" % ns)
+        for v in values:
+            if v is not None:
+                self.assertTrue(all(isinstance(d, list) and len(d) >= 2 and isinstance(d[0], Str)
+                                    for d in v), ns)
+        self.assertIsNotNone(values[0], "a personal namespace exists")
+        lines, _ = s.ok(b"ENABLE X-NO-SUCH-EXTENSION")
+        for line in untagged_with(lines, rb"^\* ENABLED"):
+            self.assertNotIn(b"X-NO-SUCH", line.upper(), "RFC 5161 3.1: only known extensions")
+
+
 class TestGeneral(ConformanceCase):
     """RFC 3501 6.1, 7.1.5, 2.2.2: tags, case, errors, LOGOUT."""
 

@@ -7,11 +7,15 @@ MX_IMAP_TARGET=dovecot runs the file against Dovecot's POP3 server.
 """
 
 import base64
+import os
 import poplib
+import shutil
 import socket
+import subprocess
 import unittest
 
-from imap_testlib import (TIMEOUT, login, make_message, ok, start_target, tls_context)
+from imap_testlib import (TIMEOUT, login, make_message, ok, skip_unless_mx, start_target,
+                          tls_context)
 
 
 def pop3s(target):
@@ -189,6 +193,29 @@ class TestPop3Transaction(Pop3Case):
         self.assertEqual(lines[-2:], [b"line one of 1", b".starts with a dot"])
         with self.assertRaises(poplib.error_proto):
             p.top(5, 0)
+
+    @skip_unless_mx("the store's index is ours to destroy")
+    def test_uidl_survives_a_lost_index(self):
+        # The index is lost and rebuilt from the Maildir: UIDVALIDITY and
+        # UIDs change (IMAP clients resynchronise), POP3 UIDLs must not, or
+        # every POP3 client downloads the whole mailbox again.
+        user, pw = self.mailbox(3)
+        p = self.session(user, pw)
+        before = dict(l.split() for l in p.uidl()[1])
+        p.quit()
+        store = self.target.cluster.shard_of(user)
+        store.stop()
+        shutil.rmtree(os.path.join(store.root, ".index"))
+        tool = os.path.join(os.environ["MX_BUILD_DIR"], "store", "mxctl-store")
+        out = subprocess.run([tool, "-c", store.config_path, "reindex", user],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        store.start()
+        p = self.session(user, pw)
+        after = dict(l.split() for l in p.uidl()[1])
+        self.assertEqual(sorted(after.values()), sorted(before.values()))
+        for n, uidl in after.items():  # and each still names the same message
+            self.assertEqual(retr_bytes(p, int(n)).count(b"Subject: pop"), 1)
 
     def test_uidl_stable_across_sessions(self):
         user, pw = self.mailbox(3)
