@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,4 +267,110 @@ void mx_auth_cancel(struct mx_auth_check **checkp)
     mx_ldap_op_cancel(&check->op);
     auth_free(check);
     *checkp = NULL;
+}
+
+/* ---- SASL PLAIN (IMAP AUTHENTICATE, POP3 AUTH) -------------------------- */
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* b64_decode - strict RFC 4648 base64 (padding required, no blanks) into
+ * out (at most out_size bytes). -1 on bad input or overflow. */
+static int b64_decode(const char *in, size_t len, uint8_t *out, size_t out_size, size_t *out_len_r)
+{
+    if (len % 4 != 0)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 4) {
+        int v[4];
+        size_t pad = 0;
+        for (size_t j = 0; j < 4; j++) {
+            unsigned char c = (unsigned char)in[i + j];
+            if (c == '=' && i + 4 == len && j >= 2) {
+                v[j] = 0;
+                pad++;
+                continue;
+            }
+            if (pad > 0 || (v[j] = b64_value(c)) < 0)
+                return -1; /* data after '=' or not in the alphabet */
+        }
+        uint32_t group =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint8_t bytes[3] = { (uint8_t)(group >> 16), (uint8_t)(group >> 8), (uint8_t)group };
+        size_t take = 3 - pad;
+        if (o + take > out_size)
+            return -1;
+        memcpy(out + o, bytes, take);
+        o += take;
+    }
+    *out_len_r = o;
+    return 0;
+}
+
+int mx_sasl_plain_decode(const char *b64, size_t len, char authcid[MX_SASL_CREDENTIAL_MAX + 1],
+                           char passwd[MX_SASL_CREDENTIAL_MAX + 1], size_t *passwd_len_r,
+                           const char **error_r)
+{
+    /* authzid NUL authcid NUL passwd: three fields of at most
+     * MX_SASL_CREDENTIAL_MAX plus two separators. */
+    uint8_t raw[3 * MX_SASL_CREDENTIAL_MAX + 2];
+    size_t raw_len = 0;
+    int rc = -1;
+    authcid[0] = passwd[0] = '\0';
+    if (len == 1 && b64[0] == '=') {
+        *error_r = "empty PLAIN response";
+        goto out;
+    }
+    if (b64_decode(b64, len, raw, sizeof raw, &raw_len) < 0) {
+        *error_r = "malformed base64 in SASL response";
+        goto out;
+    }
+    const uint8_t *nul1 = memchr(raw, '\0', raw_len);
+    const uint8_t *nul2 = nul1 ? memchr(nul1 + 1, '\0', raw_len - (size_t)(nul1 + 1 - raw)) : NULL;
+    if (nul2 == NULL || memchr(nul2 + 1, '\0', raw_len - (size_t)(nul2 + 1 - raw)) != NULL) {
+        *error_r = "malformed PLAIN response";
+        goto out;
+    }
+    size_t zlen = (size_t)(nul1 - raw);
+    size_t clen = (size_t)(nul2 - nul1 - 1);
+    size_t plen = raw_len - (size_t)(nul2 + 1 - raw);
+    if (clen == 0 || plen == 0) {
+        *error_r = "empty user name or password";
+        goto out;
+    }
+    if (clen > MX_SASL_CREDENTIAL_MAX || plen > MX_SASL_CREDENTIAL_MAX || zlen > MX_SASL_CREDENTIAL_MAX) {
+        *error_r = "credentials too long";
+        goto out;
+    }
+    if (zlen > 0 && (zlen != clen || memcmp(raw, nul1 + 1, zlen) != 0)) {
+        /* RFC 4616 2: acting for another identity needs a proxy right
+         * nobody has here; never log in as authcid and ignore it. */
+        *error_r = "authorization identity not permitted";
+        goto out;
+    }
+    memcpy(authcid, nul1 + 1, clen);
+    authcid[clen] = '\0';
+    memcpy(passwd, nul2 + 1, plen);
+    passwd[plen] = '\0';
+    *passwd_len_r = plen;
+    rc = 0;
+out:
+    OPENSSL_cleanse(raw, sizeof raw);
+    if (rc < 0) {
+        OPENSSL_cleanse(authcid, MX_SASL_CREDENTIAL_MAX + 1);
+        OPENSSL_cleanse(passwd, MX_SASL_CREDENTIAL_MAX + 1);
+    }
+    return rc;
 }

@@ -93,4 +93,16 @@ void mx_auth_cancel(struct mx_auth_check **check);
  * mx_limits_auth_blocked; truncated to size. */
 void mx_auth_account_key(const char *dn, char *buf, size_t size);
 
+/* Longest user name or password accepted in a SASL PLAIN response. */
+#define MX_SASL_CREDENTIAL_MAX 256
+
+/* mx_sasl_plain_decode - an RFC 4616 PLAIN response in base64 (RFC
+ * 5034 / RFC 4959: "=" is an empty response). authzid must be empty or equal to
+ * authcid (nobody may act for another account here). Buffers of
+ * MX_SASL_CREDENTIAL_MAX + 1 bytes; they are wiped on failure. 0, or -1 with
+ * a static *error_r fit for a "-ERR" line (no credential in it). */
+int mx_sasl_plain_decode(const char *b64, size_t len, char authcid[MX_SASL_CREDENTIAL_MAX + 1],
+                           char passwd[MX_SASL_CREDENTIAL_MAX + 1], size_t *passwd_len_r,
+                           const char **error_r);
+
 #endif

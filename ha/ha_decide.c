@@ -103,6 +103,8 @@ static int compare_map(const struct ha_map *a, const struct ha_map *b, size_t n_
 {
     if (a->epoch != b->epoch)
         return a->epoch > b->epoch ? 1 : -1;
+    if (a->revision != b->revision)
+        return a->revision > b->revision ? 1 : -1;
     for (size_t i = 0; i < n_pairs; i++) {
         int c = compare_pair(&a->pairs[i], &b->pairs[i]);
         if (c != 0)
@@ -349,7 +351,10 @@ bool ha_decide(const struct ha_config *config, const struct ha_node_state *state
     }
     if (epochs.next > next->epoch)
         next->epoch = epochs.next;
-    return compare_map(next, previous, config->n_pairs) != 0;
+    if (compare_map(next, previous, config->n_pairs) == 0)
+        return false;
+    next->revision = previous->revision + 1;
+    return true;
 }
 
 void ha_assignment_for(const struct ha_config *config, const struct ha_node_state *states,
@@ -450,6 +455,7 @@ int ha_state_encode(const struct ha_config *config, const struct ha_node_state *
     mx_frame_init(&frame, MSG_HA_HA_STATE, 0, NULL);
     mx_frame_put_str(&frame, F_NODE, state->node);
     mx_frame_put_u64(&frame, F_EPOCH, state->map.epoch);
+    mx_frame_put_u64(&frame, F_SEQ, state->map.revision);
     mx_frame_put_u32(&frame, F_QUORATE, quorate ? 1 : 0);
     /* How many frames follow: a payload cut at a frame boundary would
      * otherwise still parse. */
@@ -691,8 +697,9 @@ int ha_payload_decode(const struct ha_config *config, const void *data, size_t l
     uint32_t quorate;
     if (get_name(&view, F_NODE, state->node, sizeof(state->node)) < 0 ||
         mx_frame_get_u64(&view, F_EPOCH, &state->map.epoch) < 0 ||
+        mx_frame_get_u64(&view, F_SEQ, &state->map.revision) < 0 ||
         mx_frame_get_u32(&view, F_QUORATE, &quorate) < 0) {
-        *error_r = "STATE header without F_NODE, F_EPOCH or F_QUORATE";
+        *error_r = "STATE header without F_NODE, F_EPOCH, F_SEQ or F_QUORATE";
         return -1;
     }
     state->quorate = quorate != 0;

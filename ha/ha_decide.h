@@ -104,6 +104,10 @@ struct ha_map_pair {
 /* The cluster map: indexed like ha_config.pairs. */
 struct ha_map {
     uint64_t epoch; /* highest epoch of any pair; 0 = empty map */
+    /* Bumped by every change, epoch or not (a replica joining, a pair
+     * becoming available again): orders two maps of one epoch, so the
+     * newest map known is always the newest made. */
+    uint64_t revision;
     struct ha_map_pair pairs[HA_MAX_PAIRS];
 };
 
@@ -123,8 +127,8 @@ struct ha_switchover {
 };
 
 /* ha_map_newer - whether a should replace b as "the highest map known":
- * higher epoch; at equal epochs the comparison is on content so every node
- * breaks the (normally impossible) tie the same way. */
+ * higher (epoch, revision); at equal ones the comparison is on content so
+ * every node breaks the (normally impossible) tie the same way. */
 bool ha_map_newer(const struct ha_map *a, const struct ha_map *b, size_t n_pairs);
 
 /* ha_decide - the new map from the view's STATEs.
@@ -166,7 +170,8 @@ int ha_config_pair_index(const struct ha_config *config, const char *name);
  * A CPG payload is a sequence of mx_wire frames, back to back (each frame
  * knows its own length):
  *   STATE      = MSG_HA_HA_STATE (F_NODE sender, F_EPOCH map epoch,
- *                F_QUORATE, F_MESSAGES = number of frames that follow)
+ *                F_SEQ map revision, F_QUORATE, F_MESSAGES = number of
+ *                frames that follow)
  *                then per pair of the map: MSG_HA_ANY_ROLE_ASSIGN (F_PAIR,
  *                F_NODE primary, F_EPOCH, F_HA_ROLE PRIMARY = active /
  *                FENCED = unavailable, F_NODE* replicas, F_TEXT* excluded

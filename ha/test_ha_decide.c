@@ -125,6 +125,8 @@ static void test_bootstrap_picks_preferred_member(void **state)
     struct ha_map again;
     assert_false(ha_decide(&config, v.st, v.n, &next, NULL, true, &again));
     assert_int_equal(again.epoch, 1);
+    assert_int_equal(again.revision, next.revision);
+    assert_int_equal(next.revision, 1);
 }
 
 static void test_bootstrap_prefers_highest_persisted_epoch(void **state)
@@ -281,6 +283,9 @@ static void test_no_split_brain_after_partition_and_heal(void **state)
     assert_string_equal(out.pairs[0].primary, "node2");
     assert_int_equal(out.pairs[0].epoch, 4);
     assert_int_equal(out.pairs[0].n_replicas, 2);
+    /* same epoch, one more revision: this map now wins over the older one */
+    assert_int_equal(out.revision, input.revision + 1);
+    assert_true(ha_map_newer(&out, &input, config.n_pairs));
     /* exactly one primary: node1 rejoins as a replica of the new epoch */
     int primaries = 0;
     const char *nodes[] = { "node1", "node2", "node3" };

@@ -11,21 +11,9 @@
 
 #include <event2/buffer.h>
 
+#include "imap_records.h"
 #include "mailbox_name.h"
 #include "mx_alloc.h"
-
-static uint64_t be64(const uint8_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 8; i++)
-        x = x << 8 | v[i];
-    return x;
-}
-
-static uint32_t be32(const uint8_t *v)
-{
-    return (uint32_t)v[0] << 24 | (uint32_t)v[1] << 16 | (uint32_t)v[2] << 8 | v[3];
-}
 
 /* ---- SELECT / EXAMINE ------------------------------------------------------ */
 
@@ -65,72 +53,40 @@ static void select_on_changes(void *ctx, enum mx_status status, const char *text
         select_finish(s); /* the client resynchronises by itself */
         return;
     }
-    struct mx_field_iter it = { 0 };
-    uint16_t tag;
-    const uint8_t *value;
-    size_t len;
-    uint32_t uid = 0, flags = 0;
-    uint64_t modseq = 0;
-    char keywords[1024];
-    size_t kw_len = 0;
-    bool more = true;
-    while (more) {
-        more = mx_frame_next_field(reply, &it, &tag, &value, &len) == 1;
-        if ((!more || tag == F_UID || tag == F_VANISHED_SET || tag == F_HIGHESTMODSEQ) && uid) {
-            uint32_t seq = imap_session_seq_of(s, uid);
-            if (seq) {
-                keywords[kw_len] = '\0';
-                imap_printf(s, "* %u FETCH (UID %u FLAGS ", seq, uid);
-                imap_flags_write(s, flags, keywords);
-                imap_printf(s, " MODSEQ (%llu))\r\n", (unsigned long long)modseq);
-            }
-            uid = 0;
-        }
-        if (!more)
-            break;
-        if (tag == F_UID && len == 4) {
-            uid = be32(value);
-            flags = 0;
-            kw_len = 0;
-            modseq = 0;
-        } else if (tag == F_FLAG && uid && len > 0 && len < 256) {
-            char flag[256];
-            memcpy(flag, value, len);
-            flag[len] = '\0';
-            uint32_t bit;
-            if (imap_flag_bit(flag, &bit) == 0) {
-                if (bit)
-                    flags |= bit;
-                else if (kw_len + len + 2 < sizeof keywords) {
-                    if (kw_len)
-                        keywords[kw_len++] = ' ';
-                    memcpy(keywords + kw_len, flag, len);
-                    kw_len += len;
-                }
-            }
-        } else if (tag == F_MODSEQ && len == 8) {
-            modseq = be64(value);
-        } else if (tag == F_VANISHED_SET && len > 0) {
-            char *vanished = mx_strndup((const char *)value, len);
-            uint32_t *uids;
-            size_t n;
-            if (imap_uids_parse(vanished, &uids, &n) == 0 && n) {
-                /* only what the client may know about: UIDs below UIDNEXT it
-                 * had, restricted to known-uids if it sent them */
-                size_t k = 0;
-                for (size_t i = 0; i < n; i++)
-                    if (op->known_uids.n == 0 || imap_seqset_contains(&op->known_uids, uids[i]))
-                        uids[k++] = uids[i];
-                if (k) {
-                    char *set = imap_uids_format(uids, k);
-                    imap_printf(s, "* VANISHED (EARLIER) %s\r\n", set);
-                    free(set);
-                }
-            }
-            free(uids);
-            free(vanished);
+    struct imap_msg_record *recs = NULL;
+    size_t n = 0;
+    const char *error;
+    if (imap_msg_records_parse(reply, &recs, &n, &error) < 0) {
+        select_finish(s); /* the client resynchronises by itself */
+        return;
+    }
+    char *vanished = NULL;
+    uint32_t *gone = NULL;
+    size_t n_gone = 0;
+    (void)mx_frame_get_text(reply, F_VANISHED_SET, MX_WIRE_FRAME_MAX, &vanished);
+    if (vanished && imap_uids_parse(vanished, &gone, &n_gone) == 0 && n_gone) {
+        /* restricted to known-uids when the client sent them */
+        size_t k = 0;
+        for (size_t i = 0; i < n_gone; i++)
+            if (op->known_uids.n == 0 || imap_seqset_contains(&op->known_uids, gone[i]))
+                gone[k++] = gone[i];
+        if (k) {
+            char *set = imap_uids_format(gone, k);
+            imap_printf(s, "* VANISHED (EARLIER) %s\r\n", set);
+            free(set);
         }
     }
+    free(gone);
+    free(vanished);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t seq = imap_session_seq_of(s, recs[i].uid);
+        if (seq == 0)
+            continue;
+        imap_printf(s, "* %u FETCH (UID %u FLAGS ", seq, recs[i].uid);
+        imap_flags_write(s, recs[i].flags, recs[i].keywords);
+        imap_printf(s, " MODSEQ (%llu))\r\n", (unsigned long long)recs[i].modseq);
+    }
+    imap_msg_records_free(&recs, &n);
     select_finish(s);
 }
 
@@ -816,7 +772,7 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
             op->entries[op->n_entries++] =
                 (struct list_entry){ mx_strndup((const char *)value, len), 0, NULL, true, false, false };
         } else if (tag == F_MAILBOX_ATTRS && len == 4 && op->n_entries) {
-            op->entries[op->n_entries - 1].attrs = be32(value);
+            op->entries[op->n_entries - 1].attrs = imap_be32(value);
         } else if (tag == F_SPECIAL_USE && op->n_entries) {
             free(op->entries[op->n_entries - 1].special_use);
             op->entries[op->n_entries - 1].special_use = mx_strndup((const char *)value, len);

@@ -33,6 +33,7 @@
 #include "imap_charset.h"
 #include "imap_fetch_att.h"
 #include "imap_message_util.h"
+#include "imap_records.h"
 #include "imap_search.h"
 #include "imap_session.h"
 #include "imap_sort.h"
@@ -57,207 +58,6 @@
 /* APPEND: the frame also carries user, mailbox and flags. */
 #define APPEND_OVERHEAD (64u * 1024u)
 
-/* ---- a growable byte buffer -------------------------------------------- */
-
-struct bytes {
-    char *data;
-    size_t len, cap;
-};
-
-static void bytes_add(struct bytes *b, const void *data, size_t len)
-{
-    if (len == 0)
-        return;
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        b->data = mx_realloc(b->data, cap);
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-}
-
-static void bytes_printf(struct bytes *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bytes_printf(struct bytes *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *text = mx_vasprintf(fmt, ap);
-    va_end(ap);
-    bytes_add(b, text, strlen(text));
-    free(text);
-}
-
-static void bytes_reset(struct bytes *b)
-{
-    free(b->data);
-    memset(b, 0, sizeof *b);
-}
-
-/* ---- index records of a MSG_STORE_ANY_FETCH_RESULT ---------------------- */
-
-/* System flags as the store names them (bits = store/store.h STORE_FLAG_*,
- * the same values as IMAP_SEARCH_FLAG_*). \Recent is never stored. */
-static const struct {
-    const char *name;
-    uint32_t bit;
-} system_flags[] = {
-    { "\\Seen", IMAP_SEARCH_FLAG_SEEN },         { "\\Answered", IMAP_SEARCH_FLAG_ANSWERED },
-    { "\\Flagged", IMAP_SEARCH_FLAG_FLAGGED },   { "\\Deleted", IMAP_SEARCH_FLAG_DELETED },
-    { "\\Draft", IMAP_SEARCH_FLAG_DRAFT },
-};
-#define N_SYSTEM_FLAGS (sizeof system_flags / sizeof system_flags[0])
-
-struct msg_index {
-    uint32_t uid;
-    uint32_t flags;
-    char *keywords;        /* space separated, never NULL */
-    uint64_t modseq, arrival, size;
-    bool have_modseq, have_arrival, have_size;
-    char *envelope, *bodystructure, *body_form; /* NULL if not sent */
-};
-
-static void msg_index_free_all(struct msg_index **msgs, size_t *n)
-{
-    for (size_t i = 0; i < *n; i++) {
-        free((*msgs)[i].keywords);
-        free((*msgs)[i].envelope);
-        free((*msgs)[i].bodystructure);
-        free((*msgs)[i].body_form);
-    }
-    free(*msgs);
-    *msgs = NULL;
-    *n = 0;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t be64(const uint8_t *p)
-{
-    return (uint64_t)be32(p) << 32 | be32(p + 4);
-}
-
-static char *field_string(const uint8_t *value, size_t len)
-{
-    if (memchr(value, '\0', len) != NULL)
-        return NULL;
-    return mx_strndup((const char *)value, len);
-}
-
-/* parse_records - every per-message record (F_UID and the fields after it)
- * of a fetch-style reply, in order. -1 with *error_r for a malformed reply
- * (a field of the wrong size, a flag with NUL): the store is ours, so that
- * is a server bug, answered NO [SERVERBUG]. */
-static int parse_records(const struct mx_frame_view *reply, struct msg_index **msgs_r, size_t *n_r,
-                         const char **error_r)
-{
-    struct msg_index *msgs = NULL;
-    size_t n = 0;
-    struct bytes kw = { 0 };
-    struct mx_field_iter it = { 0 };
-    uint16_t tag;
-    const uint8_t *v;
-    size_t len;
-    struct msg_index *cur = NULL;
-    *error_r = NULL;
-    while (mx_frame_next_field(reply, &it, &tag, &v, &len)) {
-        if (tag == F_UID) {
-            if (len != 4) {
-                *error_r = "F_UID of the wrong size";
-                break;
-            }
-            if (cur != NULL) {
-                cur->keywords = kw.data ? kw.data : mx_strdup("");
-                memset(&kw, 0, sizeof kw);
-            }
-            msgs = mx_reallocarray(msgs, n + 1, sizeof *msgs);
-            cur = &msgs[n++];
-            memset(cur, 0, sizeof *cur);
-            cur->uid = be32(v);
-            continue;
-        }
-        if (cur == NULL)
-            continue; /* F_STATUS, F_TEXT before the first record */
-        switch (tag) {
-        case F_FLAG: {
-            char *flag = field_string(v, len);
-            if (flag == NULL || *flag == '\0') {
-                free(flag);
-                *error_r = "empty flag or flag with NUL";
-                goto out;
-            }
-            bool system = false;
-            for (size_t i = 0; i < N_SYSTEM_FLAGS; i++) {
-                if (strcasecmp(flag, system_flags[i].name) == 0) {
-                    cur->flags |= system_flags[i].bit;
-                    system = true;
-                }
-            }
-            if (!system && flag[0] != '\\') {
-                if (kw.len)
-                    bytes_add(&kw, " ", 1);
-                bytes_add(&kw, flag, strlen(flag));
-            }
-            free(flag);
-            break;
-        }
-        case F_MODSEQ:
-        case F_ARRIVAL:
-        case F_SIZE:
-            if (len != 8) {
-                *error_r = "64-bit field of the wrong size";
-                goto out;
-            }
-            if (tag == F_MODSEQ) {
-                cur->modseq = be64(v);
-                cur->have_modseq = true;
-            } else if (tag == F_ARRIVAL) {
-                cur->arrival = be64(v);
-                cur->have_arrival = true;
-            } else {
-                cur->size = be64(v);
-                cur->have_size = true;
-            }
-            break;
-        case F_ENVELOPE:
-        case F_BODYSTRUCTURE:
-        case F_BODY_FORM: {
-            char *text = field_string(v, len);
-            if (text == NULL) {
-                *error_r = "ENVELOPE/BODYSTRUCTURE with NUL";
-                goto out;
-            }
-            char **slot = tag == F_ENVELOPE ? &cur->envelope
-                          : tag == F_BODYSTRUCTURE ? &cur->bodystructure
-                                                   : &cur->body_form;
-            free(*slot);
-            *slot = text;
-            break;
-        }
-        default:
-            break; /* F_MODIFIED_SET, F_HIGHESTMODSEQ, ...: not per message */
-        }
-    }
-out:
-    if (cur != NULL && cur->keywords == NULL) {
-        cur->keywords = kw.data ? kw.data : mx_strdup("");
-        memset(&kw, 0, sizeof kw);
-    }
-    bytes_reset(&kw);
-    if (*error_r != NULL) {
-        msg_index_free_all(&msgs, &n);
-        return -1;
-    }
-    *msgs_r = msgs;
-    *n_r = n;
-    return 0;
-}
 
 /* ---- the per-command state ---------------------------------------------- */
 
@@ -273,7 +73,7 @@ struct body_read {
     char *section;
     uint64_t offset;       /* next offset to ask for */
     uint64_t remaining;    /* octets still wanted; UINT64_MAX = to the end */
-    struct bytes data;
+    struct imap_bytes data;
 };
 
 enum scan_kind { SCAN_SEARCH = 1, SCAN_SORT, SCAN_THREAD };
@@ -288,9 +88,9 @@ struct message_op {
     unsigned store_items;  /* MX_FETCH_* bits for the index request */
     struct imap_seqset uidset; /* the command's messages, as UIDs of the view */
     struct imap_seqset_iter batch_iter;
-    struct msg_index *msgs;
+    struct imap_msg_record *msgs;
     size_t n_msgs, next_msg, next_item;
-    struct bytes response; /* body items of the message in progress */
+    struct imap_bytes response; /* body items of the message in progress */
     struct event *output_wait; /* FETCH waiting for the client to read */
     enum imap_cte cte;     /* BINARY: of the part being read */
     struct body_read br;
@@ -332,12 +132,12 @@ static void message_op_free(void *p)
     if (op->spec_parsed)
         imap_fetch_spec_free(&op->spec);
     imap_seqset_free(&op->uidset);
-    msg_index_free_all(&op->msgs, &op->n_msgs);
-    bytes_reset(&op->response);
+    imap_msg_records_free(&op->msgs, &op->n_msgs);
+    imap_bytes_reset(&op->response);
     if (op->output_wait)
         event_free(op->output_wait);
     free(op->br.section);
-    bytes_reset(&op->br.data);
+    imap_bytes_reset(&op->br.data);
     free(op->ok_text);
     if (op->program)
         imap_search_free(op->program);
@@ -425,7 +225,7 @@ static void finish_command(struct imap_session *s, const char *text)
  * the view can move to it: the change event of our own STORE is then not
  * reported again as an unsolicited FETCH. Otherwise the view stays where
  * it is and the next sync reports everything, ours included. */
-static void modseq_advance(struct imap_session *s, uint64_t seen_before, const struct msg_index *msgs,
+static void modseq_advance(struct imap_session *s, uint64_t seen_before, const struct imap_msg_record *msgs,
                            size_t n, const struct mx_frame_view *reply)
 {
     uint64_t highest;
@@ -448,10 +248,10 @@ static int parse_flag(const struct imap_arg *a, uint32_t *bit_r)
     if (a->type != IMAP_ARG_ATOM)
         return -1;
     if (a->len > 0 && a->str[0] == '\\') {
-        for (size_t i = 0; i < N_SYSTEM_FLAGS; i++) {
-            if (strlen(system_flags[i].name) == a->len &&
-                strncasecmp(a->str, system_flags[i].name, a->len) == 0) {
-                *bit_r = system_flags[i].bit;
+        for (size_t i = 0; i < IMAP_N_SYSTEM_FLAGS; i++) {
+            if (strlen(imap_system_flags[i].name) == a->len &&
+                strncasecmp(a->str, imap_system_flags[i].name, a->len) == 0) {
+                *bit_r = imap_system_flags[i].bit;
                 return 0;
             }
         }
@@ -472,9 +272,9 @@ static int put_flag_args(struct mx_frame *frame, const struct imap_arg *list, si
             return -1;
         }
         if (bit) {
-            for (size_t k = 0; k < N_SYSTEM_FLAGS; k++)
-                if (system_flags[k].bit == bit)
-                    mx_frame_put_str(frame, F_FLAG, system_flags[k].name);
+            for (size_t k = 0; k < IMAP_N_SYSTEM_FLAGS; k++)
+                if (imap_system_flags[k].bit == bit)
+                    mx_frame_put_str(frame, F_FLAG, imap_system_flags[k].name);
         } else {
             mx_frame_put_str(frame, F_FLAG, list[i].str);
         }
@@ -535,11 +335,11 @@ static void body_read_next(struct imap_session *s);
 /* section_text - the store's F_SECTION for parts + suffix ("1.2.HEADER"). */
 static char *section_text(const struct imap_fetch_section *sec, const char *suffix)
 {
-    struct bytes b = { 0 };
+    struct imap_bytes b = { 0 };
     for (size_t i = 0; i < sec->n_parts; i++)
-        bytes_printf(&b, "%s%" PRIu32, i ? "." : "", sec->parts[i]);
+        imap_bytes_printf(&b, "%s%" PRIu32, i ? "." : "", sec->parts[i]);
     if (suffix && *suffix)
-        bytes_printf(&b, "%s%s", sec->n_parts ? "." : "", suffix);
+        imap_bytes_printf(&b, "%s%s", sec->n_parts ? "." : "", suffix);
     if (b.data == NULL)
         return mx_strdup("");
     return b.data;
@@ -568,7 +368,7 @@ static void body_read_start(struct imap_session *s, enum body_target target, cha
 {
     struct message_op *op = message_op_of(s);
     free(op->br.section);
-    bytes_reset(&op->br.data);
+    imap_bytes_reset(&op->br.data);
     op->br.target = target;
     op->br.section = section;
     op->br.offset = offset;
@@ -621,7 +421,7 @@ static void on_body_reply(void *ctx, enum mx_status status, const char *text,
         imap_done_no(s, "[LIMIT] message section too large to send");
         return;
     }
-    bytes_add(&op->br.data, data, len);
+    imap_bytes_add(&op->br.data, data, len);
     op->br.offset += len;
     if (op->br.remaining != UINT64_MAX)
         op->br.remaining -= len;
@@ -664,7 +464,7 @@ static void body_read_continue(struct imap_session *s)
 
 /* write_simple_items - the items that need no message bytes; false when
  * there were none. */
-static bool write_simple_items(struct imap_session *s, const struct msg_index *m)
+static bool write_simple_items(struct imap_session *s, const struct imap_msg_record *m)
 {
     struct message_op *op = message_op_of(s);
     bool first = true;
@@ -737,7 +537,7 @@ static bool write_simple_items(struct imap_session *s, const struct msg_index *m
 }
 
 /* check_index - the fields the simple items need are there. */
-static const char *check_index(const struct message_op *op, const struct msg_index *m)
+static const char *check_index(const struct message_op *op, const struct imap_msg_record *m)
 {
     for (size_t i = 0; i < op->spec.n_items; i++) {
         switch (op->spec.items[i].kind) {
@@ -777,7 +577,7 @@ static const char *check_index(const struct message_op *op, const struct msg_ind
 static void write_message_response(struct imap_session *s)
 {
     struct message_op *op = message_op_of(s);
-    const struct msg_index *m = &op->msgs[op->next_msg];
+    const struct imap_msg_record *m = &op->msgs[op->next_msg];
     uint32_t seq = imap_session_seq_of(s, m->uid);
     if (seq == 0)
         return; /* left the view meanwhile (cannot happen during the command) */
@@ -795,7 +595,7 @@ static void write_message_response(struct imap_session *s)
 static void message_vanished(struct imap_session *s)
 {
     struct message_op *op = message_op_of(s);
-    bytes_reset(&op->response);
+    imap_bytes_reset(&op->response);
     op->next_msg++;
     fetch_next_message(s);
 }
@@ -837,7 +637,7 @@ static void fetch_next_message(struct imap_session *s)
     while (op->next_msg < op->n_msgs) {
         if (output_backlogged(s))
             return;
-        const struct msg_index *m = &op->msgs[op->next_msg];
+        const struct imap_msg_record *m = &op->msgs[op->next_msg];
         if (imap_session_seq_of(s, m->uid) == 0 ||
             (op->spec.changedsince_given && m->modseq <= op->spec.changedsince)) {
             op->next_msg++;
@@ -852,7 +652,7 @@ static void fetch_next_message(struct imap_session *s)
         }
         if (op->has_body_items) {
             op->next_item = 0;
-            bytes_reset(&op->response);
+            imap_bytes_reset(&op->response);
             fetch_next_item(s);
             return;
         }
@@ -871,7 +671,7 @@ static void fetch_next_item(struct imap_session *s)
         op->next_item++;
     if (op->next_item == op->spec.n_items) {
         write_message_response(s);
-        bytes_reset(&op->response);
+        imap_bytes_reset(&op->response);
         op->next_msg++;
         fetch_next_message(s);
         return;
@@ -968,11 +768,11 @@ static void apply_partial(const struct imap_fetch_item *it, const char **data, s
         *len = (size_t)it->partial_length;
 }
 
-static void response_literal(struct bytes *out, const char *echo, const char *data, size_t len,
+static void response_literal(struct imap_bytes *out, const char *echo, const char *data, size_t len,
                              bool literal8)
 {
-    bytes_printf(out, "%s%s %s{%zu}\r\n", out->len ? " " : "", echo, literal8 ? "~" : "", len);
-    bytes_add(out, data, len);
+    imap_bytes_printf(out, "%s%s %s{%zu}\r\n", out->len ? " " : "", echo, literal8 ? "~" : "", len);
+    imap_bytes_add(out, data, len);
 }
 
 static void fetch_item_data_done(struct imap_session *s)
@@ -1018,7 +818,7 @@ static void fetch_item_data_done(struct imap_session *s)
             p = (const char *)decoded;
         }
         if (it->kind == IMAP_FETCH_BINARY_SIZE) {
-            bytes_printf(&op->response, "%s%s %zu", op->response.len ? " " : "", it->echo, dlen);
+            imap_bytes_printf(&op->response, "%s%s %zu", op->response.len ? " " : "", it->echo, dlen);
         } else {
             apply_partial(it, &p, &dlen);
             response_literal(&op->response, it->echo, p, dlen, memchr(p, '\0', dlen) != NULL);
@@ -1029,7 +829,7 @@ static void fetch_item_data_done(struct imap_session *s)
     default:
         break;
     }
-    bytes_reset(&op->br.data);
+    imap_bytes_reset(&op->br.data);
     op->next_item++;
     fetch_next_item(s);
 }
@@ -1051,8 +851,8 @@ static void on_fetch_index(void *ctx, enum mx_status status, const char *text,
         return;
     }
     const char *error;
-    msg_index_free_all(&op->msgs, &op->n_msgs);
-    if (reply == NULL || parse_records(reply, &op->msgs, &op->n_msgs, &error) < 0) {
+    imap_msg_records_free(&op->msgs, &op->n_msgs);
+    if (reply == NULL || imap_msg_records_parse(reply, &op->msgs, &op->n_msgs, &error) < 0) {
         server_bug(s, "malformed fetch result", reply ? error : "no reply");
         return;
     }
@@ -1063,7 +863,7 @@ static void on_fetch_index(void *ctx, enum mx_status status, const char *text,
 static void fetch_next_batch(struct imap_session *s)
 {
     struct message_op *op = message_op_of(s);
-    msg_index_free_all(&op->msgs, &op->n_msgs);
+    imap_msg_records_free(&op->msgs, &op->n_msgs);
     struct imap_seqset batch;
     imap_seqset_init(&batch);
     uint32_t uid;
@@ -1103,16 +903,16 @@ static void on_fetch_seen(void *ctx, enum mx_status status, const char *text,
         imap_done_store_error(s, status, text);
         return;
     }
-    struct msg_index *msgs;
+    struct imap_msg_record *msgs;
     size_t n;
     const char *error;
-    if (reply == NULL || parse_records(reply, &msgs, &n, &error) < 0) {
+    if (reply == NULL || imap_msg_records_parse(reply, &msgs, &n, &error) < 0) {
         server_bug(s, "malformed STORE result", reply ? error : "no reply");
         return;
     }
     /* the FETCH responses that follow carry the new FLAGS */
     modseq_advance(s, op->modseq_before, msgs, n, reply);
-    msg_index_free_all(&msgs, &n);
+    imap_msg_records_free(&msgs, &n);
     fetch_start_index(s);
 }
 
@@ -1282,7 +1082,7 @@ static void on_store_reply(void *ctx, enum mx_status status, const char *text,
     const char *error;
     uint32_t *modified = NULL;
     size_t n_modified = 0;
-    if (reply == NULL || parse_records(reply, &op->msgs, &op->n_msgs, &error) < 0) {
+    if (reply == NULL || imap_msg_records_parse(reply, &op->msgs, &op->n_msgs, &error) < 0) {
         server_bug(s, "malformed STORE result", reply ? error : "no reply");
         return;
     }
@@ -1295,7 +1095,7 @@ static void on_store_reply(void *ctx, enum mx_status status, const char *text,
      * with its MODSEQ, even for .SILENT */
     bool with_modseq = s->condstore;
     for (size_t i = 0; i < op->n_msgs; i++) {
-        const struct msg_index *m = &op->msgs[i];
+        const struct imap_msg_record *m = &op->msgs[i];
         uint32_t seq = imap_session_seq_of(s, m->uid);
         if (seq == 0)
             continue;
@@ -1786,7 +1586,7 @@ static void scan_fail_searchres(struct imap_session *s)
     }
 }
 
-static void scan_match(struct imap_session *s, const struct msg_index *m, const char *raw,
+static void scan_match(struct imap_session *s, const struct imap_msg_record *m, const char *raw,
                        size_t raw_len)
 {
     struct message_op *op = message_op_of(s);
@@ -1845,7 +1645,7 @@ static void scan_next_message(struct imap_session *s)
 {
     struct message_op *op = message_op_of(s);
     while (op->next_msg < op->n_msgs) {
-        const struct msg_index *m = &op->msgs[op->next_msg];
+        const struct imap_msg_record *m = &op->msgs[op->next_msg];
         if (!m->have_arrival || !m->have_size || !m->have_modseq) {
             char detail[64];
             snprintf(detail, sizeof detail, "uid %" PRIu32, m->uid);
@@ -1873,7 +1673,7 @@ static void scan_body_done(struct imap_session *s)
     struct message_op *op = message_op_of(s);
     scan_match(s, &op->msgs[op->next_msg], op->br.data.data ? op->br.data.data : "",
                op->br.data.len);
-    bytes_reset(&op->br.data);
+    imap_bytes_reset(&op->br.data);
     op->next_msg++;
     scan_next_message(s);
 }
@@ -1884,22 +1684,22 @@ static void scan_body_done(struct imap_session *s)
 static char *esearch_all(const char *tag, bool uid, const uint32_t *numbers, size_t n,
                          uint64_t highest_modseq)
 {
-    struct bytes b = { 0 };
-    bytes_add(&b, "* ESEARCH (TAG \"", 16);
+    struct imap_bytes b = { 0 };
+    imap_bytes_add(&b, "* ESEARCH (TAG \"", 16);
     for (const char *t = tag; *t; t++) {
         if (*t == '"' || *t == '\\')
-            bytes_add(&b, "\\", 1);
-        bytes_add(&b, t, 1);
+            imap_bytes_add(&b, "\\", 1);
+        imap_bytes_add(&b, t, 1);
     }
-    bytes_add(&b, "\")", 2);
+    imap_bytes_add(&b, "\")", 2);
     if (uid)
-        bytes_add(&b, " UID", 4);
+        imap_bytes_add(&b, " UID", 4);
     if (n > 0) {
         char *set = imap_uids_format(numbers, n);
-        bytes_printf(&b, " ALL %s", set);
+        imap_bytes_printf(&b, " ALL %s", set);
         free(set);
         if (highest_modseq)
-            bytes_printf(&b, " MODSEQ %" PRIu64, highest_modseq);
+            imap_bytes_printf(&b, " MODSEQ %" PRIu64, highest_modseq);
     }
     return b.data;
 }
@@ -1968,8 +1768,8 @@ static void on_scan_index(void *ctx, enum mx_status status, const char *text,
         return;
     }
     const char *error;
-    msg_index_free_all(&op->msgs, &op->n_msgs);
-    if (reply == NULL || parse_records(reply, &op->msgs, &op->n_msgs, &error) < 0) {
+    imap_msg_records_free(&op->msgs, &op->n_msgs);
+    if (reply == NULL || imap_msg_records_parse(reply, &op->msgs, &op->n_msgs, &error) < 0) {
         scan_fail_searchres(s);
         server_bug(s, "malformed fetch result", reply ? error : "no reply");
         return;
@@ -1981,7 +1781,7 @@ static void on_scan_index(void *ctx, enum mx_status status, const char *text,
 static void scan_next_batch(struct imap_session *s)
 {
     struct message_op *op = message_op_of(s);
-    msg_index_free_all(&op->msgs, &op->n_msgs);
+    imap_msg_records_free(&op->msgs, &op->n_msgs);
     if (op->scan_pos >= op->view_count) {
         scan_answer(s);
         return;

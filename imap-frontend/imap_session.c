@@ -13,8 +13,8 @@
 
 #include <event2/buffer.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
+#include "imap_records.h"
 #include "mailbox_name.h"
 #include "mx_alloc.h"
 
@@ -324,17 +324,10 @@ int imap_flag_bit(const char *flag, uint32_t *bit_r)
 
 void imap_flags_write(struct imap_session *s, uint32_t flags, const char *keywords)
 {
-    static const char *const names[] = { "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft" };
-    imap_printf(s, "(");
-    bool first = true;
-    for (size_t i = 0; i < 5; i++)
-        if (flags & (1u << i)) {
-            imap_printf(s, "%s%s", first ? "" : " ", names[i]);
-            first = false;
-        }
-    if (keywords && *keywords)
-        imap_printf(s, "%s%s", first ? "" : " ", keywords);
-    imap_printf(s, ")");
+    struct imap_bytes b = { 0 };
+    imap_flags_format(&b, flags, keywords);
+    imap_write(s, b.data, b.len);
+    imap_bytes_reset(&b);
 }
 
 void imap_format_internaldate(uint64_t ms, char out[32])
@@ -598,93 +591,40 @@ static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
         return;
     }
     s->changes_pending = false;
-    /* Walk: F_UID starts a record, F_FLAG* and F_MODSEQ follow; then
-     * F_VANISHED_SET and F_HIGHESTMODSEQ. */
-    struct mx_field_iter it = { 0 };
-    uint16_t tag;
-    const uint8_t *value;
-    size_t len;
-    uint32_t uid = 0;
-    uint32_t flags = 0;
-    char keywords[1024];
-    size_t kw_len = 0;
-    uint64_t modseq = 0, highest = 0;
+    struct imap_msg_record *recs = NULL;
+    size_t n_recs = 0;
+    const char *error;
+    if (imap_msg_records_parse(reply, &recs, &n_recs, &error) < 0) {
+        mx_log(MX_LOG_ERR, "imap.changes_reply_malformed", MX_KV("sid", s->sid),
+               MX_KV("user", s->user), MX_KV("error", error));
+        s->changes_pending = true;
+        sync_finish(s, op);
+        return;
+    }
     char *vanished = NULL;
+    uint64_t highest = 0;
+    (void)mx_frame_get_text(reply, F_VANISHED_SET, MX_WIRE_FRAME_MAX, &vanished);
+    (void)mx_frame_get_u64(reply, F_HIGHESTMODSEQ, &highest);
+    /* records come in UID order: those above the view are new messages,
+     * the others changed flags */
     uint32_t last_view_uid = s->sel.count ? s->sel.uids[s->sel.count - 1] : 0;
-    uint32_t *new_uids = NULL;
+    uint32_t *new_uids = mx_reallocarray(NULL, n_recs ? n_recs : 1, sizeof *new_uids);
     size_t n_new = 0;
-    struct evbuffer *fetches = evbuffer_new();
-    bool more = true;
-    while (more) {
-        more = mx_frame_next_field(reply, &it, &tag, &value, &len) == 1;
-        if (!more || tag == F_UID || tag == F_VANISHED_SET || tag == F_HIGHESTMODSEQ) {
-            if (uid) {
-                if (uid > last_view_uid) {
-                    new_uids = mx_reallocarray(new_uids, n_new + 1, sizeof *new_uids);
-                    new_uids[n_new++] = uid;
-                } else {
-                    uint32_t seq = imap_session_seq_of(s, uid);
-                    if (seq) {
-                        keywords[kw_len] = '\0';
-                        evbuffer_add_printf(fetches, "* %u FETCH (UID %u FLAGS ", seq, uid);
-                        /* flags rendering needs the session writer: build inline */
-                        static const char *const names[] = { "\\Seen", "\\Answered", "\\Flagged",
-                                                             "\\Deleted", "\\Draft" };
-                        evbuffer_add(fetches, "(", 1);
-                        bool first = true;
-                        for (size_t i = 0; i < 5; i++)
-                            if (flags & (1u << i)) {
-                                evbuffer_add_printf(fetches, "%s%s", first ? "" : " ", names[i]);
-                                first = false;
-                            }
-                        if (kw_len)
-                            evbuffer_add_printf(fetches, "%s%s", first ? "" : " ", keywords);
-                        evbuffer_add(fetches, ")", 1);
-                        if (s->condstore)
-                            evbuffer_add_printf(fetches, " MODSEQ (%llu)", (unsigned long long)modseq);
-                        evbuffer_add(fetches, ")\r\n", 3);
-                    }
-                }
-                uid = 0;
-            }
-            if (!more)
-                break;
-        }
-        if (tag == F_UID && len == 4) {
-            uid = (uint32_t)value[0] << 24 | (uint32_t)value[1] << 16 | (uint32_t)value[2] << 8 | value[3];
-            flags = 0;
-            kw_len = 0;
-            modseq = 0;
-        } else if (tag == F_FLAG && uid) {
-            char flag[256];
-            if (len == 0 || len >= sizeof flag)
-                continue;
-            memcpy(flag, value, len);
-            flag[len] = '\0';
-            uint32_t bit;
-            if (imap_flag_bit(flag, &bit) == 0) {
-                if (bit)
-                    flags |= bit;
-                else if (kw_len + len + 2 < sizeof keywords) {
-                    if (kw_len)
-                        keywords[kw_len++] = ' ';
-                    memcpy(keywords + kw_len, flag, len);
-                    kw_len += len;
-                }
-            }
-        } else if (tag == F_MODSEQ && len == 8) {
-            modseq = 0;
-            for (size_t i = 0; i < 8; i++)
-                modseq = modseq << 8 | value[i];
-        } else if (tag == F_VANISHED_SET) {
-            free(vanished);
-            vanished = mx_strndup((const char *)value, len);
-        } else if (tag == F_HIGHESTMODSEQ && len == 8) {
-            highest = 0;
-            for (size_t i = 0; i < 8; i++)
-                highest = highest << 8 | value[i];
+    struct imap_bytes fetches = { 0 };
+    for (size_t i = 0; i < n_recs; i++) {
+        const struct imap_msg_record *r = &recs[i];
+        uint32_t seq = r->uid > last_view_uid ? 0 : imap_session_seq_of(s, r->uid);
+        if (r->uid > last_view_uid) {
+            new_uids[n_new++] = r->uid;
+        } else if (seq) {
+            imap_bytes_printf(&fetches, "* %u FETCH (UID %u FLAGS ", seq, r->uid);
+            imap_flags_format(&fetches, r->flags, r->keywords);
+            if (s->condstore)
+                imap_bytes_printf(&fetches, " MODSEQ (%llu)", (unsigned long long)r->modseq);
+            imap_bytes_add(&fetches, ")\r\n", 3);
         }
     }
+    imap_msg_records_free(&recs, &n_recs);
     /* 1. expunges (or defer them), 2. new messages, 3. flag changes */
     uint32_t *gone = NULL;
     size_t n_gone = 0;
@@ -704,8 +644,9 @@ static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
         imap_view_append_uid(s, new_uids[i]);
     if (n_new)
         imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
-    evbuffer_add_buffer(mx_conn_output(s->conn), fetches);
-    evbuffer_free(fetches);
+    if (fetches.len)
+        imap_write(s, fetches.data, fetches.len);
+    imap_bytes_reset(&fetches);
     if (deferred) {
         /* the same changes come again next time, expunges then reported */
         s->changes_pending = true;
@@ -917,50 +858,25 @@ static void cmd_login(struct imap_session *s)
     session_start_auth(s, login, password, s->cmd.args[1].len);
 }
 
-/* sasl_plain - RFC 4616 message: authzid NUL authcid NUL passwd. */
+/* sasl_plain - the client's PLAIN response (RFC 4616, base64). */
 static void sasl_plain(struct imap_session *s, const char *b64, size_t b64_len)
 {
     if (b64_len == 1 && b64[0] == '*') {
         imap_done_bad(s, "Authentication cancelled");
         return;
     }
-    unsigned char *raw = mx_malloc(b64_len + 1);
-    int n = b64_len == 1 && b64[0] == '=' ? 0
-                                          : EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)b64_len);
-    if (n < 0 || b64_len % 4 != 0) {
-        free(raw);
-        imap_done_bad(s, "Invalid base64 in the SASL response");
+    char authcid[MX_SASL_CREDENTIAL_MAX + 1], password[MX_SASL_CREDENTIAL_MAX + 1];
+    size_t password_len = 0;
+    const char *error;
+    if (mx_sasl_plain_decode(b64, b64_len, authcid, password, &password_len, &error) < 0) {
+        if (strstr(error, "authorization") != NULL)
+            imap_done_no(s, "[AUTHORIZATIONFAILED] Acting as another user is not allowed");
+        else
+            imap_done_bad(s, "%s", error);
         return;
     }
-    /* EVP_DecodeBlock counts padding as zero bytes: trim them */
-    while (b64_len >= 1 && b64[b64_len - 1] == '=' && n > 0) {
-        n--;
-        b64_len--;
-    }
-    size_t len = (size_t)n;
-    const char *authzid = (const char *)raw;
-    const char *nul1 = memchr(raw, '\0', len);
-    const char *nul2 = nul1 ? memchr(nul1 + 1, '\0', len - (size_t)(nul1 + 1 - authzid)) : NULL;
-    if (nul1 == NULL || nul2 == NULL) {
-        OPENSSL_cleanse(raw, b64_len + 1);
-        free(raw);
-        imap_done_bad(s, "Malformed PLAIN response");
-        return;
-    }
-    const char *authcid = nul1 + 1;
-    const char *password = nul2 + 1;
-    size_t password_len = len - (size_t)(password - authzid);
-    if (*authzid && strcmp(authzid, authcid) != 0) {
-        OPENSSL_cleanse(raw, b64_len + 1);
-        free(raw);
-        imap_done_no(s, "[AUTHORIZATIONFAILED] Acting as another user is not allowed");
-        return;
-    }
-    char login[512];
-    snprintf(login, sizeof login, "%.*s", (int)(nul2 - authcid), authcid);
-    session_start_auth(s, login, password, password_len);
-    OPENSSL_cleanse(raw, b64_len + 1);
-    free(raw);
+    session_start_auth(s, authcid, password, password_len);
+    OPENSSL_cleanse(password, sizeof password);
 }
 
 static void cmd_authenticate(struct imap_session *s)

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mx_auth.h"
+
 struct evbuffer;
 struct mx_frame_view;
 
@@ -25,7 +27,7 @@ struct mx_frame_view;
  * base64. Longer lines are refused before they are buffered. */
 #define POP3_SASL_LINE_MAX 4096
 /* Longest login name / password we pass to the directory. */
-#define POP3_CREDENTIAL_MAX 256
+#define POP3_CREDENTIAL_MAX MX_SASL_CREDENTIAL_MAX
 /* RFC 1939 7: a unique-id is 1 to 70 characters 0x21..0x7E. */
 #define POP3_UIDL_MAX 70
 
@@ -74,14 +76,6 @@ int pop3_cmd_parse(char *line, size_t len, struct pop3_cmd *cmd, const char **er
  * 0 and *n_r, or -1. */
 int pop3_parse_numbers(const char *args, uint32_t *nums, size_t min, size_t max, size_t *n_r);
 
-/* pop3_sasl_plain_decode - an RFC 4616 PLAIN response in base64 (RFC
- * 5034: "=" is an empty response). authzid must be empty or equal to
- * authcid (nobody may act for another account here). Buffers of
- * POP3_CREDENTIAL_MAX + 1 bytes; they are wiped on failure. 0, or -1 with
- * a static *error_r fit for a "-ERR" line (no credential in it). */
-int pop3_sasl_plain_decode(const char *b64, size_t len, char authcid[POP3_CREDENTIAL_MAX + 1],
-                           char passwd[POP3_CREDENTIAL_MAX + 1], size_t *passwd_len_r,
-                           const char **error_r);
 
 /* ---- the maildrop ------------------------------------------------------ */
 

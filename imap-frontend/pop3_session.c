@@ -483,7 +483,7 @@ static void pop3_sasl_plain(struct pop3_session *s, const char *b64, size_t len)
     char authcid[POP3_CREDENTIAL_MAX + 1], passwd[POP3_CREDENTIAL_MAX + 1];
     size_t passwd_len = 0;
     const char *error;
-    if (pop3_sasl_plain_decode(b64, len, authcid, passwd, &passwd_len, &error) < 0) {
+    if (mx_sasl_plain_decode(b64, len, authcid, passwd, &passwd_len, &error) < 0) {
         mx_log(MX_LOG_NOTICE, "pop3.auth_failed", MX_KV("sid", s->sid), MX_KV("peer", s->peer_ip),
                MX_KV("result", "bad_sasl_response"), MX_KV("error", error));
         mx_limits_auth_failure(s->server->limits, s->ip_key, mx_now_ms(),

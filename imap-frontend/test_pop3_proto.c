@@ -114,45 +114,45 @@ static void test_sasl_plain(void **state)
 
     /* "\0alice@example.test\0s3cret" */
     const char *b64 = "AGFsaWNlQGV4YW1wbGUudGVzdABzM2NyZXQ=";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), 0);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), 0);
     assert_string_equal(user, "alice@example.test");
     assert_string_equal(pass, "s3cret");
     assert_int_equal(plen, 6);
 
     /* authzid equal to authcid: "bob\0bob\0pw" */
     b64 = "Ym9iAGJvYgBwdw==";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), 0);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), 0);
     assert_string_equal(user, "bob");
     assert_string_equal(pass, "pw");
 
     /* authzid of someone else: "admin\0bob\0pw" */
     b64 = "YWRtaW4AYm9iAHB3";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
     assert_string_equal(error, "authorization identity not permitted");
     assert_string_equal(user, "");
     assert_string_equal(pass, "");
 
     /* empty password: "\0bob\0" */
     b64 = "AGJvYgA=";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
     /* one NUL only: "bob\0pw" */
     b64 = "Ym9iAHB3";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
     /* a NUL inside the password: "\0bob\0p\0w" */
     b64 = "AGJvYgBwAHc=";
-    assert_int_equal(pop3_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode(b64, strlen(b64), user, pass, &plen, &error), -1);
     /* RFC 5034 empty response */
-    assert_int_equal(pop3_sasl_plain_decode("=", 1, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode("=", 1, user, pass, &plen, &error), -1);
     /* bad base64: wrong length, bad alphabet, data after padding */
-    assert_int_equal(pop3_sasl_plain_decode("AGJvYgBwdw", 10, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode("AGJvYgBwdw", 10, user, pass, &plen, &error), -1);
     assert_string_equal(error, "malformed base64 in SASL response");
-    assert_int_equal(pop3_sasl_plain_decode("AGJv*gBw", 8, user, pass, &plen, &error), -1);
-    assert_int_equal(pop3_sasl_plain_decode("AG==AGJv", 8, user, pass, &plen, &error), -1);
-    assert_int_equal(pop3_sasl_plain_decode("A===", 4, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode("AGJv*gBw", 8, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode("AG==AGJv", 8, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode("A===", 4, user, pass, &plen, &error), -1);
     /* longer than three maximal fields: refused without overflow */
     char big[2000];
     memset(big, 'Q', sizeof big);
-    assert_int_equal(pop3_sasl_plain_decode(big, sizeof big, user, pass, &plen, &error), -1);
+    assert_int_equal(mx_sasl_plain_decode(big, sizeof big, user, pass, &plen, &error), -1);
 }
 
 /* ---- maildrop ------------------------------------------------------------------ */

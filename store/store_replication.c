@@ -162,7 +162,6 @@ struct store_repl {
     struct event *tick;
 
     struct mx_server *server; /* replication listener */
-    char *listen_endpoint;
     bool replica_in_sync;
     /* a primary of our epoch asked where our log ends (HELLO) since this
      * process started: only then may it ship, since records we wrote on
@@ -1181,7 +1180,6 @@ void store_repl_free(struct store_repl **rp)
     free(r->shard);
     free(r->pair);
     free(r->client_endpoint);
-    free(r->listen_endpoint);
     free(r);
     *rp = NULL;
 }

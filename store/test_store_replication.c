@@ -433,6 +433,29 @@ static void test_apply_refuses_what_does_not_fit(void **state)
     assert_int_equal(store_apply(b, store_batch_last_seq(b) + 1, junk, sizeof junk, NULL, 0, &error), -1);
     assert_non_null(error);
     free(error);
+    /* names a store never writes: a user outside the root, a mailbox
+     * name that is not canonical */
+    static const char *const bad[][2] = { { "x@..", "INBOX" }, { "x/y@example.test", "INBOX" },
+                                          { USER, "a//b" }, { USER, "inbox/x" } };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t rec[256];
+        size_t n = 0;
+        rec[n++] = STORE_OP_VERSION;
+        rec[n++] = STORE_OP_MAILBOX_CREATE;
+        for (int k = 0; k < 2; k++) {
+            size_t l = strlen(bad[i][k]);
+            rec[n++] = 0, rec[n++] = 0, rec[n++] = 0, rec[n++] = (uint8_t)l;
+            memcpy(rec + n, bad[i][k], l);
+            n += l;
+        }
+        memset(rec + n, 0, 8 + 4 + 4); /* id 0, uidvalidity 0, special-use "" */
+        rec[n + 7] = 99;
+        n += 16;
+        error = NULL;
+        assert_int_equal(store_apply(b, store_batch_last_seq(b) + 1, rec, n, NULL, 0, &error), -1);
+        assert_non_null(strstr(error, "invalid user or mailbox name"));
+        free(error);
+    }
     store_batch_abort(&b);
 
     /* after a wipe the same records apply from seq 1 */

@@ -820,6 +820,27 @@ class TestTwoSessionsExpunge(ConformanceCase):
         s2.ok(b"FETCH 3 (UID)")
         self.assertEqual(s2.view, [uids[1], uids[2], new_uid])
 
+    def test_fetch_store_of_message_expunged_elsewhere(self):
+        # RFC 2180 4.1 / 4.2: FETCH or STORE of a message another session
+        # expunged (not yet reported): the data, or NO; never BAD, never an
+        # EXPUNGE in that answer (RFC 3501 7.4.1)
+        s1, s2, uids = self.two(3)
+        s1.ok(b"STORE 2 +FLAGS.SILENT (\\Deleted)")
+        s1.ok(b"EXPUNGE")
+        status, lines, line = s2.command(b"FETCH 2 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        self.assertIn(status, (b"OK", b"NO"), line)
+        got = fetch_of(lines, 2, b"BODY[HEADER.FIELDS (SUBJECT)]")
+        if got is not None:
+            self.assertEqual(got, b"Subject: message 2\r\n\r\n", "if answered, with its data")
+        status, lines, line = s2.command(b"STORE 2 +FLAGS (\\Flagged)")
+        self.assertIn(status, (b"OK", b"NO"), line)
+        lines, _ = s2.ok(b"NOOP")
+        self.assertIn(b"* 2 EXPUNGE", lines)
+        self.assertEqual(s2.view, [uids[0], uids[2]])
+        lines, _ = s2.ok(b"FETCH 1:* (FLAGS)")
+        self.assertEqual([flags_of(lines, 1), flags_of(lines, 2)], [set(), set()],
+                         "the STORE on the expunged message touched no other message")
+
     def test_close_sends_no_expunge(self):
         # RFC 3501 6.4.2: CLOSE expunges silently
         s1, s2, uids = self.two(3)
@@ -976,6 +997,7 @@ class TestFetchBody(ConformanceCase):
                 got = self.one(2, b"BODY.PEEK[TEXT]" + req, b"BODY[TEXT]" + resp)
                 self.assertEqual(got, want)
         self.assertEqual(self.one(2, b"BODY.PEEK[]<0.5>", b"BODY[]<0>"), self.m2[:5])
+        self.assertEqual(self.one(3, b"BODY.PEEK[2.2]<6.7>", b"BODY[2.2]<6>"), b"another")
 
     def test_header_fields(self):
         got = self.one(1, b"BODY.PEEK[HEADER.FIELDS (from)]", b"BODY[HEADER.FIELDS (FROM)]")
@@ -987,6 +1009,10 @@ class TestFetchBody(ConformanceCase):
         got = self.one(1, b"BODY.PEEK[HEADER.FIELDS (X-TWICE X-FOLDED)]",
                        b"BODY[HEADER.FIELDS (X-TWICE X-FOLDED)]")
         self.assertEqual(got, b"X-Folded: first\r\n second\r\nX-Twice: one\r\nX-Twice: two\r\n\r\n")
+        # header-fld-name is an astring: quoted names work too (RFC 3501 9)
+        lines, _ = self.s.ok(b'FETCH 1 (BODY.PEEK[HEADER.FIELDS ("Subject")])')
+        values = [items[1] for _, items in fetches(lines)]
+        self.assertEqual(values, [b"Subject: s1\r\n\r\n"], lines)
         got = self.one(1, b"BODY.PEEK[HEADER.FIELDS (X-NOT-THERE)]",
                        b"BODY[HEADER.FIELDS (X-NOT-THERE)]")
         self.assertEqual(got, b"\r\n", "no matching field: just the blank line")
@@ -1328,6 +1354,38 @@ class TestCopyMove(ConformanceCase):
         self.assertEqual(flags_of(lines, 2), {b"\\flagged", b"$kw1"}, "flags kept by MOVE")
         s3.ok(b"NOOP")
         self.assertEqual(len(s3.view), 3)
+
+    def test_copy_and_move_within_the_selected_mailbox(self):
+        # COPY to the selected mailbox: the copy is a new message, announced
+        # with EXISTS (RFC 3501 6.4.7, 7.3.1)
+        s = self.session()
+        self.populate(s, 2)
+        s.select()
+        old = list(s.view)
+        _, tagged = s.ok(b"COPY 1 INBOX")
+        s.ok(b"NOOP")
+        self.assertEqual(len(s.view), 3)
+        copy_dst = int(code_of(tagged, b"COPYUID").split()[2])
+        s.ok(b"FETCH 3 (UID)")
+        self.assertEqual(s.view[2], copy_dst)
+
+    def test_move_to_the_selected_mailbox(self):
+        # RFC 6851 3.1: MOVE is COPY + STORE \Deleted + EXPUNGE done at once;
+        # nothing exempts the selected mailbox, so the message gets a new UID
+        # (imaptest's move script checks the same)
+        s = self.session()
+        self.populate(s, 3)
+        s.select()
+        old = list(s.view)
+        lines, tagged = s.ok(b"MOVE 2 INBOX")
+        code = code_of(b"\n".join(lines + [tagged]), b"COPYUID")
+        self.assertIsNotNone(code, lines)
+        self.assertEqual(parse_set(code.split()[1]), {old[1]})
+        new_uid = int(code.split()[2])
+        self.assertGreater(new_uid, old[2])
+        s.ok(b"NOOP")
+        s.ok(b"FETCH 1:* (UID)")
+        self.assertEqual(s.view, [old[0], old[2], new_uid])
 
     def test_uid_move_with_qresync_uses_vanished(self):
         s1 = self.session("s1")
@@ -1755,7 +1813,8 @@ class TestSortThreadIdle(ConformanceCase):
         lines, _ = s.ok(b"THREAD ORDEREDSUBJECT UTF-8 ALL")
         self.assertEqual(untagged_with(lines, rb"^\* THREAD"), [b"* THREAD (1 4)(2 3)"])
         lines, _ = s.ok(b"THREAD REFERENCES UTF-8 ALL")
-        self.assertEqual(untagged_with(lines, rb"^\* THREAD"), [b"* THREAD (1)(2 3)(4)"])
+        self.assertEqual(untagged_with(lines, rb"^\* THREAD"), [b"* THREAD (1 4)(2 3)"],
+                         "4 is a forward of 1: subjects gathered (RFC 5256 4, step 5)")
 
     def test_idle_sees_other_session_consistently(self):
         s1, s2 = self.session("s1"), self.session("s2")
