@@ -508,6 +508,8 @@ static void session_on_input(void *ctx, struct evbuffer *in)
         }
         free(line);
     }
+    if (mx_conn_peer_closed(s->conn))
+        mx_conn_close(s->conn, "client closed");
 }
 
 static void session_on_close(void *ctx, const char *reason)
@@ -789,7 +791,9 @@ static void test_conn_compress_input_behind_command(void **state)
     close(sv[1]);
     struct timeval limit = { 5, 0 };
     event_base_loopexit(base, &limit);
-    event_base_dispatch(base); /* EOF -> the session is closed */
+    event_base_dispatch(base); /* EOF -> the session closes */
+    assert_true(s.closed);
+    assert_string_equal(s.close_reason, "client closed");
     event_base_loop(base, EVLOOP_NONBLOCK);
     event_base_free(base);
 }

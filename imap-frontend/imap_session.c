@@ -142,6 +142,8 @@ void imap_write_mailbox(struct imap_session *s, const char *utf8_name)
 /* ---- the end of a command ---------------------------------------------- */
 
 static void session_write_tagged(struct imap_session *s, const char *kind, const char *fmt,
+                                 va_list ap) __attribute__((format(printf, 3, 0)));
+static void session_write_tagged(struct imap_session *s, const char *kind, const char *fmt,
                                  va_list ap)
 {
     const char *tag = s->have_cmd && s->cmd.tag ? s->cmd.tag : "*";
@@ -165,6 +167,8 @@ static bool command_defers_expunge(const struct imap_session *s)
 
 /* done - write the tagged reply, after the pending untagged updates when
  * the command may carry them (OK and NO; a BAD carries nothing). */
+static void done(struct imap_session *s, const char *kind, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 static void done(struct imap_session *s, const char *kind, const char *fmt, va_list ap)
 {
     if (strcmp(kind, "BAD") == 0)

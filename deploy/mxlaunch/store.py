@@ -70,7 +70,7 @@ class Store:
 
     def __init__(self, root=None, log_level="debug", max_batch=256, ha_control=None,
                  replication_listen=None, replication_mode="sync", replication_timeout="2s",
-                 ha_lease="3s", shard="shard1"):
+                 ha_lease="3s", shard="shard1", pair=""):
         self._own_dir = root is None
         self.dir = root or tempfile.mkdtemp(prefix="mxstore-")
         self.root = os.path.join(self.dir, "root")
@@ -84,12 +84,13 @@ class Store:
         ha = ""
         if ha_control:
             ha = """  shard = %s;
+  pair = %s;
   ha_control = %s;
   replication_listen = %s;
   replication_mode = %s;
   replication_timeout = %s;
   ha_lease = %s;
-""" % (_lc_string(shard), _lc_string(ha_control), _lc_string(replication_listen or ""),
+""" % (_lc_string(shard), _lc_string(pair), _lc_string(ha_control), _lc_string(replication_listen or ""),
        _lc_string(replication_mode), _lc_string(replication_timeout), _lc_string(ha_lease))
         self.replication_endpoint = replication_listen
         with open(self.config_path, "w") as f:

@@ -1854,6 +1854,42 @@ class TestSortThreadIdle(ConformanceCase):
             self.assertNotIn(b"X-NO-SUCH", line.upper(), "RFC 5161 3.1: only known extensions")
 
 
+class TestImap4rev2(ConformanceCase):
+    """RFC 9051 once the client ENABLEs IMAP4rev2 (section 6.3.1 and
+    Appendix E: no RECENT, no \Recent, SEARCH answers with ESEARCH)."""
+
+    def rev2(self):
+        s = self.session()
+        status, lines, _ = s.command(b"CAPABILITY")
+        if b"IMAP4REV2" not in b" ".join(lines).upper().split():
+            if is_mx():
+                self.fail("mx-imapd must offer IMAP4rev2 (issue 5)")
+            self.skipTest("%s does not offer IMAP4rev2" % TARGET.kind)
+        lines, _ = s.ok(b"ENABLE IMAP4rev2")
+        self.assertTrue(untagged_with(lines, rb"^\* ENABLED .*IMAP4REV2"), lines)
+        return s
+
+    def test_select_search_fetch_in_rev2(self):
+        s = self.rev2()
+        self.populate(s, 2, flags={2: b"\\Seen"})
+        s.ok(b"CREATE other")
+        lines, _ = s.select()
+        self.assertFalse(untagged_with(lines, rb"^\* \d+ RECENT"),
+                         "no RECENT response in IMAP4rev2 (RFC 9051 Appendix E): %r" % lines)
+        self.assertTrue(untagged_with(lines, rb"^\* OK \[UIDNEXT \d+\]"), lines)
+        lines, _ = s.ok(b"FETCH 1:* (FLAGS)")
+        for seq in (1, 2):
+            raw = {f.lower() for f in fetch_of(lines, seq, b"FLAGS")}
+            self.assertNotIn(b"\\recent", raw, "no \\Recent in IMAP4rev2: %r" % lines)
+        tag = s.next_tag()
+        status, lines, _ = s.command(b"SEARCH UNSEEN", tag=tag)
+        self.assertFalse(untagged_with(lines, rb"^\* SEARCH"), "rev2 answers SEARCH with ESEARCH")
+        self.assertIn(b'* ESEARCH (TAG "' + tag + b'") ALL 1', lines)
+        lines, _ = s.select(b"other")
+        self.assertTrue([l for l in lines if code_of(l, b"CLOSED") is not None],
+                        "[CLOSED] when one mailbox replaces another (RFC 9051 7.1): %r" % lines)
+
+
 class TestGeneral(ConformanceCase):
     """RFC 3501 6.1, 7.1.5, 2.2.2: tags, case, errors, LOGOUT."""
 
