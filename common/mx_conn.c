@@ -324,8 +324,8 @@ void mx_conn_write(struct mx_conn *c, const void *data, size_t len)
 
 int mx_conn_starttls(struct mx_conn *c)
 {
-    /* TLS over a deflate filter would compress before encrypting the way
-     * CRIME exploits, and RFC 4978 section 3 forbids it anyway. */
+    /* After COMPRESS the TLS filter would land above the deflate filter
+     * and compress ciphertext; RFC 4978 clients negotiate TLS first. */
     if (c->tls || c->deflate || c->cfg.tls_ctx == NULL || c->state != CONN_OPEN)
         return -1;
     size_t discarded = 0;
@@ -572,7 +572,13 @@ void mx_conn_registry_close_all(struct mx_conn_registry *registry, const char *g
             struct bufferevent *sock = conn_socket_bev(c);
             if (sock != c->bev)
                 bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
-            (void)evbuffer_write(bufferevent_get_output(sock), bufferevent_getfd(sock));
+            /* write(2), not evbuffer_write: a socket bufferevent keeps the
+             * front of its output frozen, so evbuffer_write fails there;
+             * nothing needs draining, the conn is closed next. */
+            struct evbuffer *out = bufferevent_get_output(sock);
+            size_t len = evbuffer_get_length(out);
+            ssize_t ignored = len ? write(bufferevent_getfd(sock), evbuffer_pullup(out, -1), len) : 0;
+            (void)ignored;
         }
         mx_conn_close(c, reason);
     }

@@ -102,7 +102,7 @@ int mx_conn_starttls(struct mx_conn *conn);
  * inflated. A corrupt stream or a decompression bomb closes the conn
  * (on_close reason "COMPRESS: ..."). -1 if already compressed or not open,
  * or if the filter cannot be set up (the conn is closing then).
- * Afterwards mx_conn_starttls refuses (RFC 4978 section 3). */
+ * Afterwards mx_conn_starttls refuses (TLS comes first, RFC 4978). */
 int mx_conn_compress(struct mx_conn *conn);
 bool mx_conn_is_compressed(const struct mx_conn *conn);
 

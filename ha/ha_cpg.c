@@ -33,18 +33,20 @@ struct ha_cpg {
     uint64_t cpg_ring_seq;
     uint64_t vq_ring_seq;
     bool vq_quorate;
-    bool reported_quorate;
+    enum ha_quorum reported;
     bool reported_once;
 };
 
 static void report_quorum(struct ha_cpg *c)
 {
-    bool quorate = c->vq_quorate && c->vq_ring_seq >= c->cpg_ring_seq && c->cpg_ring_seq != 0;
-    if (c->reported_once && quorate == c->reported_quorate)
+    enum ha_quorum q = !c->vq_quorate                     ? HA_QUORUM_NO
+                       : c->vq_ring_seq >= c->cpg_ring_seq ? HA_QUORUM_YES
+                                                           : HA_QUORUM_PENDING;
+    if (c->reported_once && q == c->reported)
         return;
     c->reported_once = true;
-    c->reported_quorate = quorate;
-    c->cb.quorum(c->ctx, quorate);
+    c->reported = q;
+    c->cb.quorum(c->ctx, q);
 }
 
 static void refresh_vq_quorate(struct ha_cpg *c)
@@ -104,7 +106,7 @@ static void on_totem_confchg(cpg_handle_t handle, struct cpg_ring_id ring_id,
     if (ring_id.seq > c->cpg_ring_seq)
         c->cpg_ring_seq = ring_id.seq;
     mx_log(MX_LOG_DEBUG, "ha.totem_ring", MX_KVU("seq", ring_id.seq), MX_KVU("members", n_members));
-    report_quorum(c); /* usually: not quorate until votequorum catches up */
+    report_quorum(c); /* usually PENDING until votequorum catches up */
 }
 
 static void on_quorum(votequorum_handle_t handle, uint64_t context, uint32_t quorate,

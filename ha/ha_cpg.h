@@ -17,6 +17,12 @@
 struct event_base;
 struct ha_cpg;
 
+enum ha_quorum {
+    HA_QUORUM_NO = 0,
+    HA_QUORUM_PENDING, /* the last verdict was yes, for an older membership */
+    HA_QUORUM_YES,
+};
+
 /* A member of the CPG group: one mx-ha process. */
 struct ha_cpg_member {
     uint32_t nodeid;
@@ -28,11 +34,12 @@ struct ha_cpg_callbacks {
     void (*deliver)(void *ctx, struct ha_cpg_member from, const void *data, size_t len);
     /* The group's membership changed: members[0..n) is the new view. */
     void (*view)(void *ctx, const struct ha_cpg_member *members, size_t n);
-    /* This node's partition became quorate or stopped being so (first call:
-     * the initial verdict). Quorate means votequorum says so FOR THE
-     * CURRENT totem ring (see ha_cpg.c): right after a membership change
-     * it is false until votequorum has reported on the new ring. */
-    void (*quorum)(void *ctx, bool quorate);
+    /* The quorum verdict for this node's partition changed (first call:
+     * the initial verdict). YES means votequorum says so FOR THE CURRENT
+     * totem ring; right after a membership change it is PENDING until
+     * votequorum has reported on the new ring (see ha_cpg.c), and NO as
+     * soon as any answer says so. */
+    void (*quorum)(void *ctx, enum ha_quorum quorum);
     /* The connection to corosync failed. */
     void (*lost)(void *ctx, const char *reason);
 };

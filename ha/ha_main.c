@@ -57,7 +57,7 @@ struct ha {
     struct event *tick, *resend;
 
     struct ha_cpg *cpg; /* NULL while corosync is unreachable */
-    bool quorate;       /* votequorum's verdict for our partition */
+    enum ha_quorum quorum; /* votequorum's verdict for our partition (ha_cpg.h) */
     bool trusted;       /* map decided in a quorate view, unbroken since */
     bool decided_in_view;
 
@@ -76,7 +76,9 @@ struct ha {
 
 static bool may_assign(const struct ha *ha)
 {
-    return ha->cpg && ha->quorate && ha->trusted;
+    /* PENDING keeps the roles (a membership change is being confirmed);
+     * only NO fences. */
+    return ha->cpg && ha->quorum != HA_QUORUM_NO && ha->trusted;
 }
 
 /* ---- STATE multicast --------------------------------------------------- */
@@ -92,7 +94,7 @@ static void send_state(struct ha *ha)
     memcpy(own->reports, ha->reports, sizeof(own->reports));
     uint8_t *data = NULL;
     size_t len = 0;
-    if (ha_state_encode(&ha->config, own, ha->quorate, &data, &len) < 0) {
+    if (ha_state_encode(&ha->config, own, ha->quorum == HA_QUORUM_YES, &data, &len) < 0) {
         mx_log(MX_LOG_ERR, "ha.state_too_large", MX_KVU("pairs", ha->config.n_pairs));
         free(own);
         return;
@@ -179,11 +181,11 @@ static void log_map(const struct ha *ha, const char *event)
     }
 }
 
-static void set_quorate(struct ha *ha, bool quorate, const char *why)
+static void set_quorum(struct ha *ha, enum ha_quorum quorum, const char *why)
 {
     bool was = may_assign(ha);
-    ha->quorate = quorate;
-    if (!quorate)
+    ha->quorum = quorum;
+    if (quorum == HA_QUORUM_NO)
         ha->trusted = false;
     if (was && !may_assign(ha)) {
         /* Fence at once: the next poll of every local daemon answers
@@ -230,8 +232,8 @@ static void decide(struct ha *ha)
     /* Every STATE said quorate, but this node may have learnt otherwise
      * since it sent its own: then it does not adopt the decision (it is
      * fenced anyway) and takes the others' map from their next STATEs. */
-    bool adopt = all_quorate && ha->quorate;
-    if (all_quorate && !ha->quorate) {
+    bool adopt = all_quorate && ha->quorum == HA_QUORUM_YES;
+    if (all_quorate && !adopt) {
         ha->decided_in_view = false;
         mx_log(MX_LOG_NOTICE, "ha.decision_skipped", MX_KV("reason", "not quorate any more"));
     }
@@ -247,20 +249,23 @@ static void decide(struct ha *ha)
                        MX_KV("theirs", a->primary), MX_KV("ours", b->primary));
         }
     }
-    bool adopted = adopt && ha_map_newer(next, &ha->map, ha->config.n_pairs);
-    if (adopt) {
-        ha->map = *next;
-        ha->decided_in_view = true;
-        bool was_trusted = ha->trusted;
-        ha->trusted = ha->quorate;
-        if (ha->trusted && !was_trusted)
-            mx_log(MX_LOG_NOTICE, "ha.unfenced", MX_KVU("map_epoch", ha->map.epoch),
-                   MX_KVU("members", ha->n_view));
+    if (!adopt) {
+        free(previous);
+        free(next);
+        return;
     }
+    bool newer = ha_map_newer(next, &ha->map, ha->config.n_pairs);
+    ha->map = *next;
+    ha->decided_in_view = true;
     free(previous);
     free(next);
-    if (changed || first || adopted) {
-        if (changed || adopted)
+    if (!ha->trusted)
+        mx_log(MX_LOG_NOTICE, "ha.unfenced", MX_KVU("map_epoch", ha->map.epoch),
+               MX_KVU("members", ha->n_view));
+    bool was_trusted = ha->trusted;
+    ha->trusted = true;
+    if (changed || newer || first || !was_trusted) {
+        if (changed || newer)
             log_map(ha, "ha.map");
         publish_map(ha);
         apply_vips(ha);
@@ -327,11 +332,13 @@ static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n)
     send_state(ha);
 }
 
-static void on_quorum(void *ctx, bool quorate)
+static void on_quorum(void *ctx, enum ha_quorum quorum)
 {
     struct ha *ha = ctx;
-    mx_log(quorate ? MX_LOG_NOTICE : MX_LOG_WARNING, "ha.quorum", MX_KVI("quorate", quorate));
-    set_quorate(ha, quorate, "quorum lost or not yet confirmed for the new membership");
+    static const char *const names[] = { "no", "pending", "yes" };
+    mx_log(quorum == HA_QUORUM_NO ? MX_LOG_WARNING : MX_LOG_NOTICE, "ha.quorum",
+           MX_KV("quorate", names[quorum]));
+    set_quorum(ha, quorum, "quorum lost");
     send_state(ha); /* others decide only when every STATE says quorate */
 }
 
@@ -339,7 +346,7 @@ static void on_cpg_lost(void *ctx, const char *reason)
 {
     struct ha *ha = ctx;
     mx_log(MX_LOG_ERR, "ha.corosync_lost", MX_KV("reason", reason));
-    set_quorate(ha, false, "corosync connection lost");
+    set_quorum(ha, HA_QUORUM_NO, "corosync connection lost");
     ha_cpg_close(&ha->cpg);
     ha->n_view = 0;
     ha->decided_in_view = false;
@@ -697,7 +704,7 @@ out:
         free(error);
     }
     /* Leaving: give up every VIP so the next active member can take it. */
-    ha->quorate = false;
+    ha->quorum = HA_QUORUM_NO;
     ha->trusted = false;
     apply_vips(ha);
     ha_cpg_close(&ha->cpg);

@@ -294,6 +294,39 @@ class StoreReplicationTest(unittest.TestCase):
         self.assertEqual(self.append(a, 9).status, OK)
         self.assertEqual(maildir_files(a), maildir_files(b))
 
+    def test_two_replicas_both_have_every_acknowledged_write(self):
+        a, b = self.stores["a"], self.stores["b"]
+        os.mkdir(os.path.join(self.dir, "c"))
+        self.ha["c"] = FakeHa(self.dir, "ha-c")
+        self.rep["c"] = "tcp://127.0.0.1:%d" % procs.free_port()
+        c = self.stores["c"] = Store(root=os.path.join(self.dir, "c"), ha_control=self.ha["c"].endpoint,
+                                     replication_listen=self.rep["c"], ha_lease="1500ms",
+                                     replication_timeout="1s")
+        for name in ("b", "c"):
+            self.ha[name].assign("replica", 1)
+        self.ha["a"].assign("primary", 1, [self.rep["b"], self.rep["c"]])
+        for name in ("b", "c"):
+            self.ha[name].wait_report(lambda r: r.get("in_sync") == 1, what=name + " in sync")
+        for n in range(10):
+            self.assertEqual(self.append(a, n, mailbox="INBOX" if n % 2 else "Other").status, OK)
+            files = maildir_files(a)
+            self.assertEqual(files, maildir_files(b))
+            self.assertEqual(files, maildir_files(c))
+        # C goes away: A holds writes, reports the loss, and mx-ha's
+        # reassignment with B alone releases them
+        c.stop()
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("r", self.append(a, 99, timeout_ms=20000)))
+        t.start()
+        self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0 and r["peer"] == [self.rep["b"]],
+                                 what="A reporting C lost, B kept")
+        self.assertNotIn("r", result)
+        self.ha["b"].assign("replica", 2)
+        self.ha["a"].assign("primary", 2, [self.rep["b"]])
+        t.join(timeout=20)
+        self.assertEqual(result["r"].status, OK)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+
 
 if __name__ == "__main__":
     try:
