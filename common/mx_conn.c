@@ -572,13 +572,15 @@ void mx_conn_registry_close_all(struct mx_conn_registry *registry, const char *g
             struct bufferevent *sock = conn_socket_bev(c);
             if (sock != c->bev)
                 bufferevent_flush(c->bev, EV_WRITE, BEV_FLUSH);
-            /* write(2), not evbuffer_write: a socket bufferevent keeps the
-             * front of its output frozen, so evbuffer_write fails there;
-             * nothing needs draining, the conn is closed next. */
+            /* A socket bufferevent keeps the front of its output frozen
+             * (only its own write callback drains it): thaw it for this
+             * one write, so the bytes sent are also gone from the buffer
+             * and cannot go out twice if the bufferevent outlives the
+             * close by a turn of the loop. */
             struct evbuffer *out = bufferevent_get_output(sock);
-            size_t len = evbuffer_get_length(out);
-            ssize_t ignored = len ? write(bufferevent_getfd(sock), evbuffer_pullup(out, -1), len) : 0;
-            (void)ignored;
+            evbuffer_unfreeze(out, 1);
+            (void)evbuffer_write(out, bufferevent_getfd(sock));
+            evbuffer_freeze(out, 1);
         }
         mx_conn_close(c, reason);
     }

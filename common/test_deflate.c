@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -866,6 +867,7 @@ static void test_conn_compress_corrupt_client(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as mx_daemon does: a closed peer is an error, not a signal */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_both_ends),
         cmocka_unit_test(test_partial_input_and_sync_flush),

@@ -132,6 +132,7 @@ static void select_on_state(void *ctx, enum mx_status status, const char *text,
     free(uids);
     s->state = IMAP_STATE_SELECTED;
     s->changes_pending = false;
+    s->deferred_expunges.n = 0;
     free(s->searchres);
     s->searchres = NULL;
     s->searchres_count = 0;
@@ -284,6 +285,7 @@ static void unselect(struct imap_session *s)
     s->state = IMAP_STATE_AUTHENTICATED;
     s->sel.count = 0;
     s->changes_pending = false;
+    s->deferred_expunges.n = 0;
     free(s->sel.name);
     s->sel.name = NULL;
 }
@@ -623,6 +625,16 @@ static bool list_matches(const struct list_op *op, const char *name)
     return false;
 }
 
+/* list_matches_percent - name matches a pattern whose match relies on
+ * a '%' (the LSUB \Noselect parent rule). */
+static bool list_matches_percent(const struct list_op *op, const char *name)
+{
+    for (size_t i = 0; i < op->n_patterns; i++)
+        if (strchr(op->patterns[i], '%') && pattern_match(op->patterns[i], name))
+            return true;
+    return false;
+}
+
 static void status_write(struct imap_session *s, const char *name, unsigned items,
                          const struct mx_frame_view *reply, uint32_t deleted)
 {
@@ -809,11 +821,18 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
             continue;
         bool subscribed = e->exists && (e->attrs & MX_MAILBOX_ATTR_SUBSCRIBED);
         bool childinfo = false;
+        bool lsub_parent = false;
         if (op->selection & LIST_SEL_SUBSCRIBED) {
             if (!subscribed) {
-                if (!(op->selection & LIST_SEL_RECURSIVEMATCH) || !e->subscribed_child)
-                    continue;
-                childinfo = true;
+                /* RFC 3501 6.3.9: LSUB "" "foo/%" with only foo/bar/baz
+                 * subscribed answers foo/bar as \Noselect */
+                if (op->lsub && e->subscribed_child && list_matches_percent(op, e->name)) {
+                    lsub_parent = true;
+                } else {
+                    if (!(op->selection & LIST_SEL_RECURSIVEMATCH) || !e->subscribed_child)
+                        continue;
+                    childinfo = true;
+                }
             } else if ((op->selection & LIST_SEL_RECURSIVEMATCH) && e->subscribed_child) {
                 childinfo = true;
             }
@@ -822,7 +841,7 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
             continue;
         imap_printf(s, "* %s (", op->lsub ? "LSUB" : "LIST");
         const char *sp = "";
-        if (!e->exists) {
+        if (!e->exists || lsub_parent) {
             imap_printf(s, "%s", op->lsub ? "\\Noselect" : "\\NonExistent");
             sp = " ";
         }
@@ -855,7 +874,8 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
 static int list_add_pattern(struct imap_session *s, struct list_op *op, const char *ref,
                             const struct imap_arg *pattern)
 {
-    const char *text = imap_arg_cstring(pattern);
+    /* list-mailbox = 1*list-char / string: NIL is the atom "NIL" here */
+    const char *text = pattern->type == IMAP_ARG_NIL ? "NIL" : imap_arg_cstring(pattern);
     if (text == NULL) {
         imap_done_bad(s, "LIST pattern must be a string");
         return -1;
@@ -919,7 +939,7 @@ static void list_common(struct imap_session *s, bool lsub)
         imap_done_bad(s, "%s needs a reference and a pattern", s->cmd.name);
         return;
     }
-    const char *ref = imap_arg_cstring(&args[i]);
+    const char *ref = args[i].type == IMAP_ARG_NIL ? "NIL" : imap_arg_cstring(&args[i]);
     if (ref == NULL) {
         imap_done_bad(s, "Invalid reference name");
         return;

@@ -175,6 +175,9 @@ static void done(struct imap_session *s, const char *kind, const char *fmt, va_l
         s->errors++;
     else
         s->errors = 0;
+    if (strcmp(kind, "BAD") != 0 && s->state == IMAP_STATE_SELECTED && !s->changes_pending &&
+        !s->idling && !command_defers_expunge(s))
+        imap_session_flush_expunges(s);
     if (strcmp(kind, "BAD") != 0 && s->state == IMAP_STATE_SELECTED && s->changes_pending &&
         !s->idling) {
         /* hold the tagged line until the updates are out */
@@ -535,6 +538,34 @@ void imap_session_enable_condstore(struct imap_session *s)
 
 /* ---- synchronising the view with the store ----------------------------- */
 
+void imap_uidlist_add(struct imap_uidlist *list, uint32_t uid)
+{
+    for (size_t i = 0; i < list->n; i++)
+        if (list->uids[i] == uid)
+            return;
+    if (list->n == list->cap) {
+        list->cap = list->cap ? list->cap * 2 : 16;
+        list->uids = mx_reallocarray(list->uids, list->cap, sizeof *list->uids);
+    }
+    list->uids[list->n++] = uid;
+}
+
+static int uid_cmp(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void imap_session_flush_expunges(struct imap_session *s)
+{
+    struct imap_uidlist *list = &s->deferred_expunges;
+    if (list->n == 0)
+        return;
+    qsort(list->uids, list->n, sizeof *list->uids, uid_cmp);
+    imap_view_expunge_uids(s, list->uids, list->n);
+    list->n = 0;
+}
+
 struct sync_op {
     void (*then)(struct imap_session *); /* NULL: write s->held_tagged */
     bool allow_expunge;
@@ -609,57 +640,47 @@ static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
     uint64_t highest = 0;
     (void)mx_frame_get_text(reply, F_VANISHED_SET, MX_WIRE_FRAME_MAX, &vanished);
     (void)mx_frame_get_u64(reply, F_HIGHESTMODSEQ, &highest);
-    /* records come in UID order: those above the view are new messages,
-     * the others changed flags */
+    /* 1. expunges: reported now, or kept for the next point where the
+     * client's message numbers may change (RFC 9051 7.5.1) */
+    uint32_t *gone = NULL;
+    size_t n_gone = 0;
+    if (vanished && imap_uids_parse(vanished, &gone, &n_gone) == 0 && n_gone) {
+        for (size_t i = 0; i < n_gone; i++)
+            if (imap_session_seq_of(s, gone[i]))
+                imap_uidlist_add(&s->deferred_expunges, gone[i]);
+    }
+    free(gone);
+    free(vanished);
+    if (op->allow_expunge)
+        imap_session_flush_expunges(s);
+    /* 2. new messages (records come in UID order: those above the view),
+     * 3. flag changes of the others, numbered as the client now sees them */
     uint32_t last_view_uid = s->sel.count ? s->sel.uids[s->sel.count - 1] : 0;
-    uint32_t *new_uids = mx_reallocarray(NULL, n_recs ? n_recs : 1, sizeof *new_uids);
     size_t n_new = 0;
-    struct imap_bytes fetches = { 0 };
+    for (size_t i = 0; i < n_recs; i++)
+        if (recs[i].uid > last_view_uid) {
+            imap_view_append_uid(s, recs[i].uid);
+            n_new++;
+        }
+    if (n_new)
+        imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
     for (size_t i = 0; i < n_recs; i++) {
         const struct imap_msg_record *r = &recs[i];
         uint32_t seq = r->uid > last_view_uid ? 0 : imap_session_seq_of(s, r->uid);
-        if (r->uid > last_view_uid) {
-            new_uids[n_new++] = r->uid;
-        } else if (seq) {
-            imap_bytes_printf(&fetches, "* %u FETCH (UID %u FLAGS ", seq, r->uid);
-            imap_flags_format(&fetches, r->flags, r->keywords);
-            if (s->condstore)
-                imap_bytes_printf(&fetches, " MODSEQ (%llu)", (unsigned long long)r->modseq);
-            imap_bytes_add(&fetches, ")\r\n", 3);
-        }
+        if (seq == 0)
+            continue;
+        struct imap_bytes line = { 0 };
+        imap_bytes_printf(&line, "* %u FETCH (UID %u FLAGS ", seq, r->uid);
+        imap_flags_format(&line, r->flags, r->keywords);
+        if (s->condstore)
+            imap_bytes_printf(&line, " MODSEQ (%llu)", (unsigned long long)r->modseq);
+        imap_bytes_add(&line, ")\r\n", 3);
+        imap_write(s, line.data, line.len);
+        imap_bytes_reset(&line);
     }
     imap_msg_records_free(&recs, &n_recs);
-    /* 1. expunges (or defer them), 2. new messages, 3. flag changes */
-    uint32_t *gone = NULL;
-    size_t n_gone = 0;
-    bool deferred = false;
-    if (vanished && imap_uids_parse(vanished, &gone, &n_gone) == 0 && n_gone) {
-        size_t k = 0;
-        for (size_t i = 0; i < n_gone; i++)
-            if (imap_session_seq_of(s, gone[i]))
-                gone[k++] = gone[i];
-        n_gone = k;
-        if (n_gone && !op->allow_expunge)
-            deferred = true;
-        else
-            imap_view_expunge_uids(s, gone, n_gone);
-    }
-    for (size_t i = 0; i < n_new; i++)
-        imap_view_append_uid(s, new_uids[i]);
-    if (n_new)
-        imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
-    if (fetches.len)
-        imap_write(s, fetches.data, fetches.len);
-    imap_bytes_reset(&fetches);
-    if (deferred) {
-        /* the same changes come again next time, expunges then reported */
-        s->changes_pending = true;
-    } else if (highest > s->sel.highestmodseq) {
+    if (highest > s->sel.highestmodseq)
         s->sel.highestmodseq = highest;
-    }
-    free(gone);
-    free(new_uids);
-    free(vanished);
     sync_finish(s, op);
 }
 
@@ -1303,6 +1324,7 @@ static void imap_on_close(void *ctx, const char *reason)
     free(s->searchres);
     free(s->idle_tag);
     free(s->held_tagged);
+    free(s->deferred_expunges.uids);
     if (s->conn) /* NULL: the connection was never made */
         imapd_connection_done(s->server, s->peer_ip, s->admitted);
     else

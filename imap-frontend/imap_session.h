@@ -45,6 +45,13 @@ struct imap_mailbox_view {
     char *keywords;        /* keywords in use (FLAGS), space separated */
 };
 
+/* A small set of UIDs. */
+struct imap_uidlist {
+    uint32_t *uids;
+    size_t n, cap;
+};
+void imap_uidlist_add(struct imap_uidlist *list, uint32_t uid);
+
 struct imap_session;
 
 /* A command handler: the parsed command is s->cmd. */
@@ -93,6 +100,7 @@ struct imap_session {
     uint32_t *searchres;   /* RFC 5182 "$": saved UIDs */
     size_t searchres_count;
     bool syncing;          /* a CHANGES_SINCE request is in flight */
+    struct imap_uidlist deferred_expunges; /* expunged elsewhere, not yet told */
     char *held_tagged;     /* tagged line waiting for the updates */
 
     /* counters for the logout log line */
@@ -176,6 +184,10 @@ imap_command_fn imap_cmd_fetch, imap_cmd_store, imap_cmd_copy, imap_cmd_move, im
  * then call then(s). allow_expunge: false during FETCH/STORE/SEARCH (RFC
  * 9051 7.5.1: expunges must wait). */
 void imap_session_sync(struct imap_session *s, bool allow_expunge, void (*then)(struct imap_session *));
+
+/* imap_session_flush_expunges - report the expunges held back during
+ * FETCH/STORE/SEARCH (call only where expunges may be reported). */
+void imap_session_flush_expunges(struct imap_session *s);
 
 /* UID set text for the store (compact "1:3,7"). */
 char *imap_uids_format(const uint32_t *uids, size_t n);

@@ -159,6 +159,7 @@ struct store_repl {
     struct mx_client *ha;
     bool ha_busy, report_again;
     uint64_t lease_ms_at; /* monotonic ms of the last mx-ha ack; 0 = never */
+    uint64_t fenced_at_ms; /* when the role last became FENCED */
     struct event *tick;
 
     struct mx_server *server; /* replication listener */
@@ -214,6 +215,11 @@ uint64_t store_repl_safe_seq(const struct store_repl *r)
     return safe;
 }
 
+bool store_repl_may_hold(const struct store_repl *r)
+{
+    return r && r->role == MX_HA_FENCED && now_ms() - r->fenced_at_ms < r->lease_ms;
+}
+
 const char *store_repl_endpoint(const struct store_repl *r)
 {
     return r && r->server ? mx_server_endpoint(r->server) : "";
@@ -265,6 +271,8 @@ static void set_role(struct store_repl *r, enum mx_ha_role role, const char *why
            MX_KV("pair", r->pair), MX_KV("from", role_name(r->role)), MX_KV("to", role_name(role)),
            MX_KVU("epoch", r->epoch), MX_KV("why", why));
     r->role = role;
+    if (role == MX_HA_FENCED)
+        r->fenced_at_ms = now_ms();
     r->report_again = true;
     if (r->notify)
         r->notify(r->notify_ctx);
@@ -1103,6 +1111,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ms();
     if (r->role != MX_HA_FENCED && (r->lease_ms_at == 0 || now - r->lease_ms_at > r->lease_ms))
         set_role(r, MX_HA_FENCED, "no answer from mx-ha within store.ha_lease");
+    if (r->role == MX_HA_FENCED && r->notify)
+        r->notify(r->notify_ctx); /* held replies: refused once the hold ends */
     if (r->role == MX_HA_PRIMARY)
         for (size_t i = 0; i < r->n_peers; i++) {
             struct peer *p = r->peers[i];

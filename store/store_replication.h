@@ -77,6 +77,13 @@ bool store_repl_primary(const struct store_repl *repl);
 /* store_repl_safe_seq - a client write whose batch ended at seq may be
  * acknowledged iff seq <= this (UINT64_MAX: async, degraded or no HA). */
 uint64_t store_repl_safe_seq(const struct store_repl *repl);
+/* store_repl_may_hold - FENCED only for a moment (less than
+ * store.ha_lease): client writes committed earlier keep waiting instead of
+ * being refused, since a primary told a new epoch by a replica before its
+ * own mx-ha fences until mx-ha confirms it (degraded reassignment). They
+ * are still acknowledged only as PRIMARY once the current replicas have
+ * them. */
+bool store_repl_may_hold(const struct store_repl *repl);
 /* store_repl_committed - the writer committed up to last_seq: ship it. */
 void store_repl_committed(struct store_repl *repl, uint64_t last_seq);
 const char *store_repl_endpoint(const struct store_repl *repl);

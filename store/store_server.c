@@ -435,6 +435,8 @@ static void release_waiting(struct store_server *s)
 {
     bool primary = store_repl_primary(s->repl);
     uint64_t safe = store_repl_safe_seq(s->repl);
+    if (!primary && store_repl_may_hold(s->repl))
+        return;
     while (s->waiting && (!primary || s->waiting->seq <= safe)) {
         struct store_job *j = s->waiting;
         s->waiting = j->next;

@@ -386,9 +386,14 @@ class FailoverTest(unittest.TestCase):
                              what="node%d back" % victim)
             hc.wait_primary(above_epoch=epoch)
             hc.wait_in_sync(timeout=60)
+            with ledger.lock:
+                totals = (len(ledger.appended), len(ledger.flagged), len(ledger.expunged),
+                          len(ledger.smtp_accepted))
             print("round %d: %s node%d, epoch %d -> %d on node%d, clients working again "
-                  "after %.2fs" % (round_no, "cut" if cut else "killed", victim, epoch,
-                                   new_epoch, survivor, downtimes[-1]), file=sys.stderr)
+                  "after %.2fs; so far acknowledged: %d APPEND, %d STORE, %d EXPUNGE, "
+                  "%d SMTP 250, all present" % ((round_no, "cut" if cut else "killed", victim,
+                                                 epoch, new_epoch, survivor, downtimes[-1])
+                                                + totals), file=sys.stderr)
         print("failover: %d rounds, IMAP back after median %.2fs max %.2fs"
               % (len(downtimes), sorted(downtimes)[len(downtimes) // 2], max(downtimes)),
               file=sys.stderr)
