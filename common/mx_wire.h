@@ -128,7 +128,7 @@
       "(keywords in use) and the UID list (F_UID_SET)")                         \
     X(MSG_STORE_ANY_MAILBOX_STATE,        310, "store -> imap",                   \
       "F_STATUS, F_MESSAGES, F_UNSEEN, F_UIDVALIDITY, F_UIDNEXT, "                \
-      "F_HIGHESTMODSEQ, F_SIZE, [F_FLAG*, F_UID_SET]")                           \
+      "F_HIGHESTMODSEQ, F_SIZE, [F_FLAG*, F_UID_SET, F_FIRST_UNSEEN]")                           \
     X(MSG_ANY_STORE_MESSAGE_FETCH,        311, "imap -> store",                   \
       "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UID_SET, F_FETCH_ITEMS (bits); reply " \
       "MSG_STORE_ANY_FETCH_RESULT")                                             \
@@ -296,7 +296,8 @@
     X(F_REPLICATION_ENDPOINT, 98, STR, "where a store receives replicated records") \
     X(F_IN_SYNC,        99, U32,   "1 = replica caught up with its primary")      \
     X(F_QUORATE,       100, U32,   "1 = the sender's partition has quorum")       \
-    X(F_LAG,           101, U64,   "replication lag in records")
+    X(F_LAG,           101, U64,   "replication lag in records")                 \
+    X(F_FIRST_UNSEEN,  110, U32,   "UID of the first message without \\\\Seen (0 = none)")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

@@ -836,6 +836,38 @@ static void test_conn_compress_input_behind_command(void **state)
     event_base_free(base);
 }
 
+/* The same goodbye on a connection that never compressed (the write path
+ * the deflate case shares with it). */
+static void test_registry_goodbye_uncompressed(void **state)
+{
+    (void)state;
+    struct event_base *base = event_base_new();
+    int sv[2];
+    make_pair(sv);
+    struct mx_conn_registry registry = { 0 };
+    struct mx_conn_config cfg = { .base = base, .idle_timeout_ms = 10000, .input_high = 65536,
+                                  .output_high = 65536, .role = "test", .registry = &registry };
+    struct sockaddr_in peer = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    struct session s = { .base = base };
+    s.conn = mx_conn_new(&cfg, sv[0], (const struct sockaddr *)&peer, &session_ops, &s, "t4");
+    assert_non_null(s.conn);
+    run_loop_ms(base, 20);
+    char wire[256];
+    size_t n = read_some(sv[1], wire, sizeof wire - 1, 1000);
+    wire[n] = '\0';
+    assert_string_equal(wire, "* OK test server ready\r\n");
+    mx_conn_registry_close_all(&registry, "* BYE server shutting down\r\n", "shutdown");
+    for (int i = 0; i < 100 && registry.count > 0; i++)
+        run_loop_ms(base, 10);
+    assert_true(s.closed);
+    n = read_some(sv[1], wire, sizeof wire - 1, 1000);
+    wire[n] = '\0';
+    assert_string_equal(wire, "* BYE server shutting down\r\n");
+    close(sv[1]);
+    event_base_loop(base, EVLOOP_NONBLOCK);
+    event_base_free(base);
+}
+
 /* A client that sends garbage after COMPRESS is disconnected with the
  * inflate error as the reason. */
 static void test_conn_compress_corrupt_client(void **state)
@@ -878,6 +910,7 @@ int main(void)
         cmocka_unit_test(test_conn_compress_end_to_end),
         cmocka_unit_test(test_conn_compress_over_tls),
         cmocka_unit_test(test_conn_compress_input_behind_command),
+        cmocka_unit_test(test_registry_goodbye_uncompressed),
         cmocka_unit_test(test_conn_compress_corrupt_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -164,6 +164,11 @@ static void select_on_state(void *ctx, enum mx_status status, const char *text,
     imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
     if (!s->rev2)
         imap_printf(s, "* 0 RECENT\r\n");
+    uint32_t first_unseen = 0;
+    (void)mx_frame_get_u32(reply, F_FIRST_UNSEEN, &first_unseen);
+    uint32_t unseen_seq = first_unseen ? imap_session_seq_of(s, first_unseen) : 0;
+    if (unseen_seq && !s->rev2) /* RFC 3501 6.3.1; IMAP4rev2 dropped it */
+        imap_printf(s, "* OK [UNSEEN %u] First unseen\r\n", unseen_seq);
     imap_printf(s, "* OK [UIDVALIDITY %u] UIDs valid\r\n", uidvalidity);
     imap_printf(s, "* OK [UIDNEXT %u] Predicted next UID\r\n", uidnext);
     imap_printf(s, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)highest);

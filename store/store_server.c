@@ -668,6 +668,7 @@ static void send_reply(struct mx_server_request **req, struct mx_frame *f)
 struct select_ctx {
     uint32_t *uids;
     size_t n;
+    uint32_t first_unseen;
     char kw[STORE_KEYWORDS_MAX];
 };
 static int select_fn(void *ctx, const struct store_message *m)
@@ -677,6 +678,8 @@ static int select_fn(void *ctx, const struct store_message *m)
         return 0;
     c->uids = mx_reallocarray(c->uids, c->n + 1, sizeof *c->uids);
     c->uids[c->n++] = m->uid;
+    if (c->first_unseen == 0 && !(m->flags & STORE_FLAG_SEEN))
+        c->first_unseen = m->uid;
     /* keywords in use (bounded by the buffer) */
     char copy[STORE_KEYWORDS_MAX];
     snprintf(copy, sizeof copy, "%s", m->keywords);
@@ -716,6 +719,7 @@ static void handle_state(struct store_server *s, struct mx_server_request *req,
         put_flags(&out, STORE_FLAG_ALL, c.kw);
         char *set = store_uidset_format(c.uids, c.n);
         mx_frame_put_str(&out, F_UID_SET, set);
+        mx_frame_put_u32(&out, F_FIRST_UNSEEN, c.first_unseen);
         free(set);
         free(c.uids);
     }

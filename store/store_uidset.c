@@ -1,6 +1,7 @@
 /* store_uidset - IMAP sequence sets over UIDs ("1:5,7,9:*"). */
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,15 +84,21 @@ void store_uidset_free(struct store_uidset *set)
 
 char *store_uidset_format(const uint32_t *uids, size_t n)
 {
-    char *out = mx_strdup("");
+    /* linear: a fragmented mailbox's set runs to megabytes */
+    size_t cap = 64, len = 0;
+    char *out = mx_malloc(cap);
+    out[0] = '\0';
     for (size_t i = 0; i < n;) {
         size_t j = i;
         while (j + 1 < n && uids[j + 1] == uids[j] + 1)
             j++;
-        char *next = j > i ? mx_asprintf("%s%s%u:%u", out, *out ? "," : "", uids[i], uids[j])
-                           : mx_asprintf("%s%s%u", out, *out ? "," : "", uids[i]);
-        free(out);
-        out = next;
+        if (len + 24 > cap) { /* ",4294967295:4294967295" */
+            cap = cap * 2 + 24;
+            out = mx_realloc(out, cap);
+        }
+        int w = j > i ? snprintf(out + len, cap - len, "%s%u:%u", len ? "," : "", uids[i], uids[j])
+                      : snprintf(out + len, cap - len, "%s%u", len ? "," : "", uids[i]);
+        len += (size_t)w;
         i = j + 1;
     }
     return out;
