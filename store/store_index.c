@@ -1376,11 +1376,8 @@ int store_copy(struct store_batch *b, const char *user, const char *mailbox, uin
     int ret = 0;
     uint32_t *src = NULL, *dst = NULL;
     size_t done = 0;
-    if (move && strcmp(from, to) == 0) {
-        res->status = MX_STATUS_PERMFAIL;
-        res->text = "cannot move a message into its own mailbox";
-        goto out;
-    }
+    /* MOVE into the same mailbox is legal (RFC 6851: COPY + EXPUNGE): the
+     * message gets a new UID, the old one is expunged */
     if (op_begin(b, res) < 0) {
         ret = -1;
         goto out;
@@ -1424,8 +1421,11 @@ int store_copy(struct store_batch *b, const char *user, const char *mailbox, uin
             .sync = MAILDIR_NO_DIR_FSYNC,
         };
         char name[MAILDIR_FILENAME_SIZE];
-        int rc = move ? maildir_message_move(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error)
-                      : maildir_message_copy(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error);
+        /* within one mailbox a move is a copy (a new file for the new
+         * UID) whose original the tombstone below removes */
+        int rc = move && !same
+                     ? maildir_message_move(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error)
+                     : maildir_message_copy(fs->folder, m.subdir, m.file, fd->folder, &so, name, &error);
         if (rc < 0) {
             mx_log(MX_LOG_ERR, "store.copy_failed", MX_KV("user", user), MX_KV("file", m.file),
                    MX_KV("error", error));
@@ -1472,6 +1472,8 @@ int store_copy(struct store_batch *b, const char *user, const char *mailbox, uin
             if (same)
                 smb = dmb;
             bad = tombstone_locked(b, user, from, &smb, &m) < 0;
+            if (same)
+                dmb = smb; /* one mailbox: the expunge counts for both views */
         }
         if (bad) {
             free(dir);
