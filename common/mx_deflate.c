@@ -25,7 +25,8 @@
  * (4 KiB of history, enough to see the previous few FETCH responses) and
  * memLevel 5 cost 16 + 16 KiB instead of 256 KiB for zlib's defaults (15,
  * 8); responses are small and repetitive, the ratio lost is a few percent.
- * About 75 KiB per compressed connection in all. */
+ * About 80 KiB per compressed connection in all (measured under ASan:
+ * deflate 38 KiB, inflate 39 KiB). */
 #define DEFLATE_WINDOW_BITS 12
 #define DEFLATE_MEM_LEVEL 5
 #define DEFLATE_LEVEL 6 /* zlib's default: speed/ratio knee */

@@ -166,6 +166,13 @@
       "sections); this message is the planned store-side fast path: F_USER, "    \
       "F_MAILBOX, F_UIDVALIDITY, F_SEARCH (IMAP search key text, UTF-8); reply " \
       "MSG_STORE_ANY_UIDS_RESULT (F_UID_SET of matches)")                        \
+    X(MSG_ANY_STORE_RECENT_CLAIM,         323, "imap -> store",                   \
+      "F_USER, F_MAILBOX, F_UIDVALIDITY, F_UIDNEXT (claim below this), F_CLAIM "  \
+      "(1 = SELECT / new mail told: claim; 0 = EXAMINE / STATUS: look); reply "  \
+      "MSG_STORE_ANY_RECENT_RESULT")                                            \
+    X(MSG_STORE_ANY_RECENT_RESULT,        324, "store -> imap",                   \
+      "F_STATUS, F_UID (first UID that is \\\\Recent for the asker), F_MESSAGES " \
+      "(live messages from that UID on)")                                       \
     X(MSG_STORE_ANY_MAILBOX_CHANGED,      330, "store -> imap (PUB)",             \
       "topic = user; F_USER, F_MAILBOX, F_MODSEQ, F_CHANGE (bits: new mail, "     \
       "flags, expunge, mailbox list); lossy by design: IDLE re-reads state")    \
@@ -297,7 +304,8 @@
     X(F_IN_SYNC,        99, U32,   "1 = replica caught up with its primary")      \
     X(F_QUORATE,       100, U32,   "1 = the sender's partition has quorum")       \
     X(F_LAG,           101, U64,   "replication lag in records")                 \
-    X(F_FIRST_UNSEEN,  110, U32,   "UID of the first message without \\\\Seen (0 = none)")
+    X(F_FIRST_UNSEEN,  110, U32,   "UID of the first message without \\\\Seen (0 = none)") \
+    X(F_CLAIM,         111, U32,   "1 = claim \\\\Recent, 0 = only look")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

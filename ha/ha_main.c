@@ -571,9 +571,9 @@ static const char *agent_state(void *ctx)
             if (strcmp(pc->members[m], ha->node) == 0)
                 member = true;
         if (ha->map.pairs[p].active && strcmp(ha->map.pairs[p].primary, ha->node) == 0)
-            return "up";
+            return "up ready";
     }
-    return member ? "drain" : "down";
+    return member ? "up drain" : "down";
 }
 
 /* ---- heartbeat ---------------------------------------------------------- */

@@ -17,7 +17,7 @@ const struct mx_option ha_options[] = {
     { "ha.heartbeat", MX_OPT_DURATION, "\"500ms\"", 50, 60000, NULL,
       "how often state is re-multicast and the map re-published; a daemon silent for 3 heartbeats counts as down" },
     { "ha.agent_listen", MX_OPT_STRING, "\"\"", 0, 0, NULL,
-      "HAProxy agent-check listener \"ip:port\" answering up/drain/down for this node's frontends (\"\" = off)" },
+      "HAProxy agent-check listener \"ip:port\" answering up ready / up drain / down for this node's frontends (\"\" = off)" },
     { "ha.pairs", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,
       "the pairs mx-ha assigns: store shards (primary + replicas) and active/standby frontends" },
     { "ha.pairs.*.name", MX_OPT_STRING, "\"shard1\"", 0, 0, NULL,

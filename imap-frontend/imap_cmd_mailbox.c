@@ -90,6 +90,8 @@ static void select_on_changes(void *ctx, enum mx_status status, const char *text
     select_finish(s);
 }
 
+static void select_after_recent(struct imap_session *s);
+
 static void select_on_state(void *ctx, enum mx_status status, const char *text,
                             const struct mx_frame_view *reply)
 {
@@ -162,8 +164,6 @@ static void select_on_state(void *ctx, enum mx_status status, const char *text,
                     "Flags permitted\r\n",
                     *kws ? " " : "", kws);
     imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
-    if (!s->rev2)
-        imap_printf(s, "* 0 RECENT\r\n");
     uint32_t first_unseen = 0;
     (void)mx_frame_get_u32(reply, F_FIRST_UNSEEN, &first_unseen);
     uint32_t unseen_seq = first_unseen ? imap_session_seq_of(s, first_unseen) : 0;
@@ -178,10 +178,20 @@ static void select_on_state(void *ctx, enum mx_status status, const char *text,
         imap_printf(s, "\r\n");
     }
     (void)messages;
-    if (op->qresync && op->known_uidvalidity == uidvalidity && op->known_modseq < highest) {
+    /* RFC 3501 6.3.1/6.3.2: SELECT claims \Recent, EXAMINE only looks */
+    imap_seqset_free(&s->recent);
+    imap_seqset_init(&s->recent);
+    imap_session_claim_recent(s, uidnext, !op->readonly, select_after_recent);
+}
+
+static void select_after_recent(struct imap_session *s)
+{
+    struct select_op *op = s->op;
+    if (op->qresync && op->known_uidvalidity == s->sel.uidvalidity &&
+        op->known_modseq < s->sel.highestmodseq) {
         struct mx_frame f;
         imapd_store_frame(&f, MSG_ANY_STORE_CHANGES_SINCE, s->user, op->name);
-        mx_frame_put_u32(&f, F_UIDVALIDITY, uidvalidity);
+        mx_frame_put_u32(&f, F_UIDVALIDITY, s->sel.uidvalidity);
         mx_frame_put_u64(&f, F_MODSEQ, op->known_modseq);
         imap_store_send(s, &f, select_on_changes);
         return;
@@ -552,6 +562,18 @@ void imap_cmd_unsubscribe(struct imap_session *s)
 #define STATUS_HIGHESTMODSEQ 0x40u
 #define STATUS_DELETED 0x80u
 
+/* The STATUS figures of one mailbox, gathered in up to three store
+ * requests: the mailbox state, the \Deleted count (DELETED) and the
+ * \Recent count (RECENT, looked at, never claimed). Used by STATUS and
+ * LIST-STATUS; the owning command's op embeds it. */
+struct status_gather {
+    const char *name; /* owned by the op */
+    unsigned items;
+    uint32_t messages, unseen, uidvalidity, uidnext, deleted, recent;
+    uint64_t highest, size;
+    void (*then)(struct imap_session *s, enum mx_status status, const char *text);
+};
+
 struct list_entry {
     char *name;
     uint32_t attrs;
@@ -571,6 +593,7 @@ struct list_op {
     struct list_entry *entries;
     size_t n_entries;
     size_t status_next;    /* LIST-STATUS: next entry to ask about */
+    struct status_gather gather;
 };
 
 static void list_op_free(void *p)
@@ -640,52 +663,109 @@ static bool list_matches_percent(const struct list_op *op, const char *name)
     return false;
 }
 
-static void status_write(struct imap_session *s, const char *name, unsigned items,
-                         const struct mx_frame_view *reply, uint32_t deleted)
+static void status_write(struct imap_session *s, const struct status_gather *g)
 {
-    uint32_t messages = 0, unseen = 0, uidvalidity = 0, uidnext = 0;
-    uint64_t highest = 0, size = 0;
-    (void)mx_frame_get_u32(reply, F_MESSAGES, &messages);
-    (void)mx_frame_get_u32(reply, F_UNSEEN, &unseen);
-    (void)mx_frame_get_u32(reply, F_UIDVALIDITY, &uidvalidity);
-    (void)mx_frame_get_u32(reply, F_UIDNEXT, &uidnext);
-    (void)mx_frame_get_u64(reply, F_HIGHESTMODSEQ, &highest);
-    (void)mx_frame_get_u64(reply, F_SIZE, &size);
     imap_printf(s, "* STATUS ");
-    imap_write_mailbox(s, name);
+    imap_write_mailbox(s, g->name);
     imap_printf(s, " (");
     const char *sp = "";
-    if (items & STATUS_MESSAGES) {
-        imap_printf(s, "%sMESSAGES %u", sp, messages);
-        sp = " ";
+#define ITEM(bit, fmt, value)                                \
+    if (g->items & (bit)) {                                  \
+        imap_printf(s, "%s" fmt, sp, value);                 \
+        sp = " ";                                            \
     }
-    if (items & STATUS_UIDNEXT) {
-        imap_printf(s, "%sUIDNEXT %u", sp, uidnext);
-        sp = " ";
-    }
-    if (items & STATUS_UIDVALIDITY) {
-        imap_printf(s, "%sUIDVALIDITY %u", sp, uidvalidity);
-        sp = " ";
-    }
-    if (items & STATUS_UNSEEN) {
-        imap_printf(s, "%sUNSEEN %u", sp, unseen);
-        sp = " ";
-    }
-    if (items & STATUS_RECENT) {
-        imap_printf(s, "%sRECENT 0", sp); /* \Recent is not kept (IMAP4rev2 dropped it) */
-        sp = " ";
-    }
-    if (items & STATUS_SIZE) {
-        imap_printf(s, "%sSIZE %llu", sp, (unsigned long long)size);
-        sp = " ";
-    }
-    if (items & STATUS_HIGHESTMODSEQ) {
-        imap_printf(s, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)highest);
-        sp = " ";
-    }
-    if (items & STATUS_DELETED)
-        imap_printf(s, "%sDELETED %u", sp, deleted);
+    ITEM(STATUS_MESSAGES, "MESSAGES %u", g->messages)
+    ITEM(STATUS_UIDNEXT, "UIDNEXT %u", g->uidnext)
+    ITEM(STATUS_UIDVALIDITY, "UIDVALIDITY %u", g->uidvalidity)
+    ITEM(STATUS_UNSEEN, "UNSEEN %u", g->unseen)
+    ITEM(STATUS_RECENT, "RECENT %u", g->recent)
+    ITEM(STATUS_SIZE, "SIZE %llu", (unsigned long long)g->size)
+    ITEM(STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ %llu", (unsigned long long)g->highest)
+    ITEM(STATUS_DELETED, "DELETED %u", g->deleted)
+#undef ITEM
     imap_printf(s, ")\r\n");
+}
+
+static struct status_gather *current_gather(struct imap_session *s);
+
+static void gather_on_recent(void *ctx, enum mx_status status, const char *text,
+                             const struct mx_frame_view *reply)
+{
+    struct imap_session *s = ctx;
+    struct status_gather *g = current_gather(s);
+    if (status == MX_STATUS_OK)
+        (void)mx_frame_get_u32(reply, F_MESSAGES, &g->recent);
+    g->then(s, status, text);
+}
+
+static void gather_recent(struct imap_session *s, struct status_gather *g)
+{
+    if (!(g->items & STATUS_RECENT)) {
+        g->then(s, MX_STATUS_OK, "");
+        return;
+    }
+    struct mx_frame f;
+    imapd_store_frame(&f, MSG_ANY_STORE_RECENT_CLAIM, s->user, g->name);
+    mx_frame_put_u32(&f, F_UIDVALIDITY, g->uidvalidity);
+    mx_frame_put_u32(&f, F_UIDNEXT, g->uidnext);
+    mx_frame_put_u32(&f, F_CLAIM, 0);
+    imap_store_send(s, &f, gather_on_recent);
+}
+
+static void gather_on_flags(void *ctx, enum mx_status status, const char *text,
+                            const struct mx_frame_view *reply)
+{
+    struct imap_session *s = ctx;
+    struct status_gather *g = current_gather(s);
+    if (status != MX_STATUS_OK) {
+        g->then(s, status, text);
+        return;
+    }
+    struct mx_field_iter it = { 0 };
+    uint16_t tag;
+    const uint8_t *value;
+    size_t len;
+    while (mx_frame_next_field(reply, &it, &tag, &value, &len) == 1)
+        if (tag == F_FLAG && len == 8 && strncasecmp((const char *)value, "\\Deleted", 8) == 0)
+            g->deleted++;
+    gather_recent(s, g);
+}
+
+static void gather_on_state(void *ctx, enum mx_status status, const char *text,
+                            const struct mx_frame_view *reply)
+{
+    struct imap_session *s = ctx;
+    struct status_gather *g = current_gather(s);
+    if (status != MX_STATUS_OK) {
+        g->then(s, status, text);
+        return;
+    }
+    (void)mx_frame_get_u32(reply, F_MESSAGES, &g->messages);
+    (void)mx_frame_get_u32(reply, F_UNSEEN, &g->unseen);
+    (void)mx_frame_get_u32(reply, F_UIDVALIDITY, &g->uidvalidity);
+    (void)mx_frame_get_u32(reply, F_UIDNEXT, &g->uidnext);
+    (void)mx_frame_get_u64(reply, F_HIGHESTMODSEQ, &g->highest);
+    (void)mx_frame_get_u64(reply, F_SIZE, &g->size);
+    if (!(g->items & STATUS_DELETED)) {
+        gather_recent(s, g);
+        return;
+    }
+    struct mx_frame f;
+    imapd_store_frame(&f, MSG_ANY_STORE_MESSAGE_FETCH, s->user, g->name);
+    mx_frame_put_u32(&f, F_UIDVALIDITY, g->uidvalidity);
+    mx_frame_put_str(&f, F_UID_SET, "1:*");
+    mx_frame_put_u32(&f, F_FETCH_ITEMS, MX_FETCH_FLAGS);
+    imap_store_send(s, &f, gather_on_flags);
+}
+
+/* gather_start - fill g (name, items, then set by the caller). */
+static void gather_start(struct imap_session *s, struct status_gather *g)
+{
+    g->messages = g->unseen = g->uidvalidity = g->uidnext = g->deleted = g->recent = 0;
+    g->highest = g->size = 0;
+    struct mx_frame f;
+    imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_STATUS, s->user, g->name);
+    imap_store_send(s, &f, gather_on_state);
 }
 
 static int status_items_parse(struct imap_session *s, const struct imap_arg *list, unsigned *items_r)
@@ -724,14 +804,12 @@ static int status_items_parse(struct imap_session *s, const struct imap_arg *lis
 
 static void list_status_next(struct imap_session *s);
 
-static void list_on_status(void *ctx, enum mx_status status, const char *text,
-                           const struct mx_frame_view *reply)
+static void list_on_status(struct imap_session *s, enum mx_status status, const char *text)
 {
-    struct imap_session *s = ctx;
     struct list_op *op = s->op;
     /* RFC 5819: a mailbox that vanished meanwhile gets no STATUS */
     if (status == MX_STATUS_OK)
-        status_write(s, op->entries[op->status_next].name, op->status_items, reply, 0);
+        status_write(s, &op->gather);
     op->status_next++;
     list_status_next(s);
 }
@@ -742,9 +820,10 @@ static void list_status_next(struct imap_session *s)
     while (op->status_next < op->n_entries) {
         struct list_entry *e = &op->entries[op->status_next];
         if (e->exists && list_matches(op, e->name)) {
-            struct mx_frame f;
-            imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_STATUS, s->user, e->name);
-            imap_store_send(s, &f, list_on_status);
+            op->gather.name = e->name;
+            op->gather.items = op->status_items;
+            op->gather.then = list_on_status;
+            gather_start(s, &op->gather);
             return;
         }
         op->status_next++;
@@ -1014,8 +1093,7 @@ void imap_cmd_lsub(struct imap_session *s)
 
 struct status_op {
     char *name;
-    unsigned items;
-    uint32_t deleted;
+    struct status_gather gather;
 };
 
 static void status_op_free(void *p)
@@ -1025,63 +1103,19 @@ static void status_op_free(void *p)
     free(op);
 }
 
-static void status_on_state(void *ctx, enum mx_status status, const char *text,
-                            const struct mx_frame_view *reply)
+static void status_done(struct imap_session *s, enum mx_status status, const char *text)
 {
-    struct imap_session *s = ctx;
     struct status_op *op = s->op;
-    if (status != MX_STATUS_OK) {
-        if (status == MX_STATUS_NOT_FOUND)
-            imap_done_no(s, "[NONEXISTENT] No such mailbox");
-        else
-            imap_done_store_error(s, status, text);
+    if (status == MX_STATUS_NOT_FOUND) {
+        imap_done_no(s, "[NONEXISTENT] No such mailbox");
         return;
     }
-    status_write(s, op->name, op->items, reply, op->deleted);
-    imap_done_ok(s, "STATUS completed");
-}
-
-/* STATUS DELETED (IMAP4rev2): the \Deleted messages, counted from flags. */
-static void status_on_flags(void *ctx, enum mx_status status, const char *text,
-                            const struct mx_frame_view *reply)
-{
-    struct imap_session *s = ctx;
-    struct status_op *op = s->op;
     if (status != MX_STATUS_OK) {
         imap_done_store_error(s, status, text);
         return;
     }
-    struct mx_field_iter it = { 0 };
-    uint16_t tag;
-    const uint8_t *value;
-    size_t len;
-    while (mx_frame_next_field(reply, &it, &tag, &value, &len) == 1)
-        if (tag == F_FLAG && len == 8 && strncasecmp((const char *)value, "\\Deleted", 8) == 0)
-            op->deleted++;
-    struct mx_frame f;
-    imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_STATUS, s->user, op->name);
-    imap_store_send(s, &f, status_on_state);
-}
-
-static void status_on_uidvalidity(void *ctx, enum mx_status status, const char *text,
-                                  const struct mx_frame_view *reply)
-{
-    struct imap_session *s = ctx;
-    struct status_op *op = s->op;
-    uint32_t uidvalidity = 0;
-    if (status != MX_STATUS_OK || mx_frame_get_u32(reply, F_UIDVALIDITY, &uidvalidity) < 0) {
-        if (status == MX_STATUS_NOT_FOUND)
-            imap_done_no(s, "[NONEXISTENT] No such mailbox");
-        else
-            imap_done_store_error(s, status, text);
-        return;
-    }
-    struct mx_frame f;
-    imapd_store_frame(&f, MSG_ANY_STORE_MESSAGE_FETCH, s->user, op->name);
-    mx_frame_put_u32(&f, F_UIDVALIDITY, uidvalidity);
-    mx_frame_put_str(&f, F_UID_SET, "1:*");
-    mx_frame_put_u32(&f, F_FETCH_ITEMS, MX_FETCH_FLAGS);
-    imap_store_send(s, &f, status_on_flags);
+    status_write(s, &op->gather);
+    imap_done_ok(s, "STATUS completed");
 }
 
 void imap_cmd_status(struct imap_session *s)
@@ -1099,11 +1133,18 @@ void imap_cmd_status(struct imap_session *s)
     struct status_op *op = mx_calloc(1, sizeof *op);
     op->name = name;
     imap_session_set_op(s, op, status_op_free);
-    if (status_items_parse(s, &s->cmd.args[1], &op->items) < 0)
+    if (status_items_parse(s, &s->cmd.args[1], &op->gather.items) < 0)
         return;
-    struct mx_frame f;
-    imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_STATUS, s->user, name);
-    imap_store_send(s, &f, op->items & STATUS_DELETED ? status_on_uidvalidity : status_on_state);
+    op->gather.name = op->name;
+    op->gather.then = status_done;
+    gather_start(s, &op->gather);
+}
+
+static struct status_gather *current_gather(struct imap_session *s)
+{
+    if (strcmp(s->cmd.name, "STATUS") == 0)
+        return &((struct status_op *)s->op)->gather;
+    return &((struct list_op *)s->op)->gather;
 }
 
 /* ---- NAMESPACE, QUOTA ------------------------------------------------------- */

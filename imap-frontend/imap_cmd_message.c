@@ -484,7 +484,7 @@ static bool write_simple_items(struct imap_session *s, const struct imap_msg_rec
         case IMAP_FETCH_FLAGS:
             SEP();
             imap_printf(s, "FLAGS ");
-            imap_flags_write(s, m->flags, m->keywords);
+            imap_flags_write(s, m->flags | imap_session_recent_bit(s, m->uid), m->keywords);
             flags_written = true;
             break;
         case IMAP_FETCH_INTERNALDATE:
@@ -520,7 +520,7 @@ static bool write_simple_items(struct imap_session *s, const struct imap_msg_rec
     if (op->include_flags && !flags_written) {
         SEP();
         imap_printf(s, "FLAGS ");
-        imap_flags_write(s, m->flags, m->keywords);
+        imap_flags_write(s, m->flags | imap_session_recent_bit(s, m->uid), m->keywords);
     }
     if (op->include_modseq && !modseq_written && m->have_modseq) {
         SEP();
@@ -1107,7 +1107,7 @@ static void on_store_reply(void *ctx, enum mx_status status, const char *text,
         const char *sep = "";
         if (!op->silent) {
             imap_printf(s, "FLAGS ");
-            imap_flags_write(s, m->flags, m->keywords);
+            imap_flags_write(s, m->flags | imap_session_recent_bit(s, m->uid), m->keywords);
             sep = " ";
         }
         if (s->cmd.uid || s->qresync) {
@@ -1602,7 +1602,7 @@ static void scan_match(struct imap_session *s, const struct imap_msg_record *m, 
     struct imap_search_msg msg = {
         .seq = seq,
         .uid = m->uid,
-        .flags = m->flags,
+        .flags = m->flags | imap_session_recent_bit(s, m->uid),
         .keywords = m->keywords,
         .internaldate_ms = m->arrival,
         .size = m->size,

@@ -208,6 +208,12 @@ void imap_flags_format(struct imap_bytes *b, uint32_t flags, const char *keyword
             imap_bytes_add(b, imap_system_flags[i].name, strlen(imap_system_flags[i].name));
             first = false;
         }
+    if (flags & IMAP_SEARCH_FLAG_RECENT) { /* session state, never stored */
+        if (!first)
+            imap_bytes_add(b, " ", 1);
+        imap_bytes_add(b, "\\Recent", 7);
+        first = false;
+    }
     if (keywords && *keywords) {
         if (!first)
             imap_bytes_add(b, " ", 1);

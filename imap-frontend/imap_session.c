@@ -15,6 +15,7 @@
 #include <openssl/crypto.h>
 
 #include "imap_records.h"
+#include "imap_search.h"
 #include "mailbox_name.h"
 #include "mx_alloc.h"
 
@@ -536,6 +537,52 @@ void imap_session_enable_condstore(struct imap_session *s)
                     (unsigned long long)s->sel.highestmodseq);
 }
 
+/* ---- \Recent ------------------------------------------------------------ */
+
+uint32_t imap_session_recent_bit(const struct imap_session *s, uint32_t uid)
+{
+    return s->recent.n && imap_seqset_contains(&s->recent, uid) ? IMAP_SEARCH_FLAG_RECENT : 0;
+}
+
+static void recent_on_reply(void *ctx, enum mx_status status, const char *text,
+                            const struct mx_frame_view *reply)
+{
+    struct imap_session *s = ctx;
+    uint32_t from = 0;
+    if (status == MX_STATUS_OK && mx_frame_get_u32(reply, F_UID, &from) == 0 && from &&
+        from < s->recent_upto)
+        imap_seqset_add(&s->recent, from, s->recent_upto - 1);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < s->sel.count && s->recent.n; i++)
+        n += imap_seqset_contains(&s->recent, s->sel.uids[i]);
+    imap_printf(s, "* %u RECENT\r\n", n);
+    void (*then)(struct imap_session *) = s->recent_then;
+    s->recent_then = NULL;
+    then(s);
+}
+
+void imap_session_claim_recent(struct imap_session *s, uint32_t upto, bool claim,
+                               void (*then)(struct imap_session *))
+{
+    if (s->rev2) { /* IMAP4rev2 has no \Recent */
+        then(s);
+        return;
+    }
+    s->recent_then = then;
+    s->recent_upto = upto;
+    struct mx_frame f;
+    imapd_store_frame(&f, MSG_ANY_STORE_RECENT_CLAIM, s->user, s->sel.name);
+    mx_frame_put_u32(&f, F_UIDVALIDITY, s->sel.uidvalidity);
+    mx_frame_put_u32(&f, F_UIDNEXT, upto);
+    mx_frame_put_u32(&f, F_CLAIM, claim ? 1 : 0);
+    int rc = s->shard ? imapd_store_request(s->shard, &f, &s->call, recent_on_reply, s) : -1;
+    mx_frame_free(&f);
+    if (rc < 0) {
+        s->recent_then = NULL;
+        then(s);
+    }
+}
+
 /* ---- synchronising the view with the store ----------------------------- */
 
 void imap_uidlist_add(struct imap_uidlist *list, uint32_t uid)
@@ -605,6 +652,11 @@ static void sync_finish(struct imap_session *s, struct sync_op *op)
     session_finish_command(s);
 }
 
+static void sync_after_recent(struct imap_session *s)
+{
+    sync_finish(s, s->op);
+}
+
 static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
                           const struct mx_frame_view *reply)
 {
@@ -656,14 +708,6 @@ static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
     /* 2. new messages (records come in UID order: those above the view),
      * 3. flag changes of the others, numbered as the client now sees them */
     uint32_t last_view_uid = s->sel.count ? s->sel.uids[s->sel.count - 1] : 0;
-    size_t n_new = 0;
-    for (size_t i = 0; i < n_recs; i++)
-        if (recs[i].uid > last_view_uid) {
-            imap_view_append_uid(s, recs[i].uid);
-            n_new++;
-        }
-    if (n_new)
-        imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
     for (size_t i = 0; i < n_recs; i++) {
         const struct imap_msg_record *r = &recs[i];
         uint32_t seq = r->uid > last_view_uid ? 0 : imap_session_seq_of(s, r->uid);
@@ -678,9 +722,23 @@ static void sync_on_reply(void *ctx, enum mx_status status, const char *text,
         imap_write(s, line.data, line.len);
         imap_bytes_reset(&line);
     }
+    size_t n_new = 0;
+    for (size_t i = 0; i < n_recs; i++)
+        if (recs[i].uid > last_view_uid) {
+            imap_view_append_uid(s, recs[i].uid);
+            n_new++;
+        }
+    if (n_new)
+        imap_printf(s, "* %u EXISTS\r\n", s->sel.count);
+    uint32_t newest = n_new ? s->sel.uids[s->sel.count - 1] : 0;
     imap_msg_records_free(&recs, &n_recs);
     if (highest > s->sel.highestmodseq)
         s->sel.highestmodseq = highest;
+    if (newest) {
+        /* the first session told about new mail gets it as \Recent */
+        imap_session_claim_recent(s, newest + 1, !s->sel.readonly, sync_after_recent);
+        return;
+    }
     sync_finish(s, op);
 }
 
@@ -1325,6 +1383,7 @@ static void imap_on_close(void *ctx, const char *reason)
     free(s->idle_tag);
     free(s->held_tagged);
     free(s->deferred_expunges.uids);
+    imap_seqset_free(&s->recent);
     if (s->conn) /* NULL: the connection was never made */
         imapd_connection_done(s->server, s->peer_ip, s->admitted);
     else

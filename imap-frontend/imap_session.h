@@ -101,6 +101,9 @@ struct imap_session {
     size_t searchres_count;
     bool syncing;          /* a CHANGES_SINCE request is in flight */
     struct imap_uidlist deferred_expunges; /* expunged elsewhere, not yet told */
+    struct imap_seqset recent; /* UIDs that are \Recent for this session (IMAP4rev1) */
+    uint32_t recent_upto;      /* the claim in flight */
+    void (*recent_then)(struct imap_session *);
     char *held_tagged;     /* tagged line waiting for the updates */
 
     /* counters for the logout log line */
@@ -144,6 +147,15 @@ const char *imap_arg_cstring(const struct imap_arg *arg);
  * UIDs); *set_r holds UIDs present in the view. -1 after answering BAD/NO. */
 int imap_session_uidset(struct imap_session *s, const struct imap_arg *arg, bool uid_mode,
                         struct imap_seqset *uids_r);
+/* imap_session_recent_bit - IMAP_SEARCH_FLAG_RECENT if uid is \Recent for
+ * this session, else 0. */
+uint32_t imap_session_recent_bit(const struct imap_session *s, uint32_t uid);
+/* imap_session_claim_recent - ask the store which of the UIDs below upto
+ * are \Recent for this session (claim: SELECT, or new mail reported to a
+ * read-write session; else only look), add them to s->recent, write
+ * "* n RECENT" (IMAP4rev1 sessions) and go on with then(s). */
+void imap_session_claim_recent(struct imap_session *s, uint32_t upto, bool claim,
+                               void (*then)(struct imap_session *));
 /* imap_session_seq_of - message number of uid in the view (0 if absent). */
 uint32_t imap_session_seq_of(const struct imap_session *s, uint32_t uid);
 /* imap_store_send - send frame to the user's shard; done runs later. On a

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "mailbox_name.h"
+#include "store_recent.h"
 #include "maildirsize.h"
 #include "mime_cache.h"
 #include "mx_alloc.h"
@@ -75,6 +76,7 @@ struct store_server {
     struct store_repl *repl;
     atomic_bool writable; /* the writer runs batches only while primary */
     struct store_job *waiting, **waiting_tail; /* committed, replies held */
+    struct store_recent *recent; /* \Recent claims, in memory (store_recent.h) */
 };
 
 static void job_free(struct store_job *j)
@@ -1070,6 +1072,50 @@ static void handle_quota(struct store_server *s, struct mx_server_request *req,
     send_reply(&req, &out);
 }
 
+struct recent_count {
+    uint32_t from;
+    uint32_t n;
+};
+
+static int recent_count_fn(void *ctx, const struct store_message *m)
+{
+    struct recent_count *c = ctx;
+    if (!m->expunged && m->uid >= c->from)
+        c->n++;
+    return 0;
+}
+
+static void handle_recent(struct store_server *s, struct mx_server_request *req,
+                          const struct mx_frame_view *f)
+{
+    struct read_req r;
+    if (read_begin(s, &req, f, true, &r) < 0) {
+        read_end(&r);
+        return;
+    }
+    uint32_t upto = 0, claim = 0;
+    (void)mx_frame_get_u32(f, F_UIDNEXT, &upto);
+    (void)mx_frame_get_u32(f, F_CLAIM, &claim);
+    if (upto == 0 || upto > r.mb.uidnext)
+        upto = r.mb.uidnext; /* nobody can claim what does not exist yet */
+    if (s->recent == NULL)
+        s->recent = store_recent_new();
+    struct recent_count c = {
+        store_recent_claim(s->recent, r.mb.id, r.mb.uidvalidity, upto, claim != 0), 0
+    };
+    /* live messages the asker sees as recent: cheap next to the SELECT
+     * that comes with it, which walks the mailbox too */
+    if (c.from < upto)
+        (void)store_message_foreach(s->st, r.txn, r.mb.id, recent_count_fn, &c);
+    struct mx_frame out;
+    mx_frame_init(&out, MSG_STORE_ANY_RECENT_RESULT, 0, NULL);
+    mx_frame_put_u32(&out, F_STATUS, MX_STATUS_OK);
+    mx_frame_put_u32(&out, F_UID, c.from);
+    mx_frame_put_u32(&out, F_MESSAGES, c.n);
+    read_end(&r);
+    send_reply(&req, &out);
+}
+
 /* store_dispatch - the one place requests arrive: decode, act, reply;
  * anything else is refused. */
 static void store_dispatch(void *ctx, struct mx_server_request *req, const struct mx_frame_view *f)
@@ -1077,7 +1123,7 @@ static void store_dispatch(void *ctx, struct mx_server_request *req, const struc
     struct store_server *s = ctx;
     const char *error;
     if (!store_repl_primary(s->repl) && f->type >= MSG_ANY_STORE_APPEND &&
-        f->type <= MSG_ANY_STORE_MESSAGE_SEARCH) {
+        f->type <= MSG_ANY_STORE_RECENT_CLAIM) {
         /* clients always talk to the primary: what they read is what is
          * acknowledged */
         mx_server_ack(&req, MX_STATUS_STALE_EPOCH, "not the primary", &error);
@@ -1110,6 +1156,9 @@ static void store_dispatch(void *ctx, struct mx_server_request *req, const struc
         break;
     case MSG_ANY_STORE_QUOTA_GET:
         handle_quota(s, req, f);
+        break;
+    case MSG_ANY_STORE_RECENT_CLAIM:
+        handle_recent(s, req, f);
         break;
     default:
         mx_log(MX_LOG_WARNING, "store.unexpected_message", MX_KV("type", mx_msg_type_name(f->type)),
@@ -1202,6 +1251,7 @@ void store_server_stop(struct store_server **sp)
         event_free(s->wakeup_ev);
     }
     release_waiting(s);
+    store_recent_free(&s->recent);
     mx_pub_free(&s->pub);
     mx_bus_free(&s->bus);
     if (s->wakeup_fd >= 0)

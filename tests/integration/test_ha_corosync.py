@@ -199,8 +199,8 @@ class HaCorosyncTest(unittest.TestCase):
         # the frontend pair: node2 active -> up, node3 standby -> drain, node1 not a member
         wait_until(lambda: self.vip_holders() == [primary], timeout=5,
                    what="the VIP on node%d only (now %s)" % (primary, self.vip_holders()))
-        wait_until(lambda: self.agent(2) == "up", timeout=5, what="agent up on node2")
-        self.assertEqual(self.agent(3), "drain")
+        wait_until(lambda: self.agent(2) == "up ready", timeout=5, what="agent up on node2")
+        self.assertEqual(self.agent(3), "up drain")
         self.assertEqual(self.agent(1), "down")
 
     def test_kill_primary_node_promotes_replica(self):
