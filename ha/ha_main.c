@@ -14,9 +14,10 @@
  *       on every change and every heartbeat (PUB is lossy).
  *
  * Safety (no split brain): a local assignment other than FENCED is given
- * only while (a) votequorum says this partition is quorate and (b) the map
- * was decided in a quorate view this node has been part of without a break
- * since. A node that loses quorum, or its corosync, fences its daemons at
+ * only while (a) votequorum does not say this partition is NOT quorate
+ * (PENDING, a membership change being confirmed, keeps roles; only a
+ * confirmed YES lets a node decide) and (b) the map was decided in a
+ * quorate view this node has been part of without a break since. A node that loses quorum, or its corosync, fences its daemons at
  * the next poll - before the majority can promote (that takes the token
  * timeout plus a STATE round) - and a node that rejoins answers FENCED
  * until the first decision of the new view has replaced its stale map. */

@@ -35,7 +35,7 @@ static const char caps_authenticated[] =
     " NAMESPACE UIDPLUS MOVE UNSELECT CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE"
     " CONDSTORE QRESYNC QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE ESEARCH SEARCHRES"
     " SORT SORT=DISPLAY THREAD=ORDEREDSUBJECT THREAD=REFERENCES UTF8=ACCEPT BINARY"
-    " STATUS=SIZE";
+    " STATUS=SIZE COMPRESS=DEFLATE";
 
 static void write_capabilities(struct imap_session *s)
 {
@@ -1043,6 +1043,32 @@ static void cmd_starttls(struct imap_session *s)
         mx_conn_resume(s->conn);
 }
 
+/* RFC 4978: everything after the tagged OK is deflated both ways. */
+static void cmd_compress(struct imap_session *s)
+{
+    if (s->cmd.n_args != 1 || s->cmd.args[0].type != IMAP_ARG_ATOM) {
+        imap_done_bad(s, "COMPRESS needs a mechanism name");
+        return;
+    }
+    if (strcasecmp(s->cmd.args[0].str, "DEFLATE") != 0) {
+        imap_done_bad(s, "Unknown compression mechanism");
+        return;
+    }
+    if (mx_conn_is_compressed(s->conn)) {
+        imap_done_no(s, "[COMPRESSIONACTIVE] DEFLATE active");
+        return;
+    }
+    imap_printf(s, "%s OK DEFLATE active\r\n", s->cmd.tag);
+    imap_command_free(&s->cmd);
+    s->have_cmd = false;
+    s->busy = false;
+    /* the input buffer changes under us: stop reading the old one now,
+     * the next on_input brings the inflated bytes */
+    s->input_switched = true;
+    if (mx_conn_compress(s->conn) == 0)
+        mx_conn_resume(s->conn);
+}
+
 static void cmd_enable(struct imap_session *s)
 {
     if (s->cmd.n_args == 0) {
@@ -1170,6 +1196,7 @@ static const struct {
     { "SETQUOTA", AUTH, false, imap_cmd_setquota },
     { "APPEND", AUTH, false, imap_cmd_append },
     { "IDLE", AUTH, false, cmd_idle },
+    { "COMPRESS", AUTH, false, cmd_compress },
     { "CHECK", SEL, false, cmd_check },
     { "CLOSE", SEL, false, imap_cmd_close },
     { "UNSELECT", SEL, false, imap_cmd_unselect },
@@ -1251,8 +1278,9 @@ static void session_bye(struct imap_session *s, const char *text, const char *re
 
 static void session_drive(struct imap_session *s)
 {
-    struct evbuffer *in = mx_conn_input(s->conn);
-    while (s->state != IMAP_STATE_LOGOUT) {
+    s->input_switched = false;
+    while (s->state != IMAP_STATE_LOGOUT && !s->input_switched) {
+        struct evbuffer *in = mx_conn_input(s->conn);
         bool raw = (s->idling || s->sasl_pending) && !s->syncing && s->auth_check == NULL;
         if (s->busy && !raw)
             return; /* the running command's end resumes us */

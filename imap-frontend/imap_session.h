@@ -90,6 +90,7 @@ struct imap_session {
     bool qresync;
     bool utf8_accept;
     bool rev2;             /* ENABLE IMAP4rev2: UTF-8 names, ESEARCH replies, no RECENT */
+    bool input_switched;   /* COMPRESS replaced the input buffer: stop reading it */
 
     /* selected mailbox, change tracking */
     struct imap_mailbox_view sel;

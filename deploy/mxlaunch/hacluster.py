@@ -46,6 +46,7 @@ import re
 import shutil
 import smtplib
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -62,7 +63,7 @@ from .slapd import Slapd, _ssha
 from .store import Store
 
 __all__ = ["HaCluster", "NodeStore", "netns_call", "netns_connect", "NetnsIMAP4",
-           "NetnsSMTP", "STORE_NODES", "EDGE"]
+           "NetnsSMTP", "wait_imap_ok", "STORE_NODES", "IMAP_NODES", "EDGE"]
 
 CLUSTER_NODES = (1, 2, 3)
 STORE_NODES = (1, 2)
@@ -206,7 +207,6 @@ store = {
     def oplog(self):
         """oplog - [(seq, type, length)] of the store's operation log, read
         with mxctl-store while the store is STOPPED (its own contract)."""
-        import subprocess
         binary = os.path.join(build_dir(), "store", "mxctl-store")
         r = subprocess.run([binary, "-c", self.config_path, "oplog"], capture_output=True,
                            text=True, stdin=subprocess.DEVNULL, timeout=60)
@@ -466,20 +466,26 @@ class HaCluster:
         return out
 
     def wait_in_sync(self, timeout=20.0):
-        """wait_in_sync - until every store member of shard1 that is up
-        reports in_sync=1 (the replicas caught up)."""
+        """wait_in_sync - until every live node's mx-ha shows every running,
+        connected shard1 store with in_sync=1 (the replica caught up, and
+        the nodes that would decide a failover know it)."""
+        def wanted():
+            return ["node%d" % i for i in STORE_NODES
+                    if i in self.stores and self.stores[i].proc is not None
+                    and i not in self.down_links]
+
         def synced():
             live = self.live_nodes()
             if not live:
                 return False
-            members = self.member_lines(live[0])
-            wanted = ["node%d" % i for i in STORE_NODES
-                      if i in self.stores and self.stores[i].proc is not None
-                      and i not in self.down_links]
-            return all(members.get(n, {}).get("in_sync") == "1" for n in wanted)
+            for node in live:
+                members = self.member_lines(node)
+                if not all(members.get(n, {}).get("in_sync") == "1" for n in wanted()):
+                    return False
+            return True
         procs.wait_until(synced, timeout=timeout, interval=0.1,
-                         what="every shard1 store in sync (%s)"
-                         % (self.member_lines(self.live_nodes()[0]) if self.live_nodes() else "-"))
+                         what="every shard1 store in sync on every node (%s)"
+                         % {i: self.member_lines(i) for i in self.live_nodes()})
 
     # --- faults -------------------------------------------------------------
 

@@ -42,7 +42,7 @@ import unittest
 sys.path.insert(0, os.environ.get("MX_SOURCE_DIR", ".") + "/deploy")
 from mxlaunch import build_dir, procs  # noqa: E402
 from mxlaunch import netns  # noqa: E402
-from mxlaunch.hacluster import HaCluster, STORE_NODES, wait_imap_ok  # noqa: E402
+from mxlaunch.hacluster import HaCluster, wait_imap_ok  # noqa: E402
 
 ROUNDS = int(os.environ.get("MX_FAILOVER_ROUNDS", "10"))
 OK, STALE_EPOCH = 0, 7
@@ -466,6 +466,9 @@ class FailoverTest(unittest.TestCase):
         # No divergence: the healed node, made primary again, serves exactly
         # what the majority served.
         before = self.store_state(majority)
+        inbox = before.get((user, "INBOX"), (0, {}))[1]
+        self.assertGreaterEqual(len(inbox), len(acked) + 5,
+                                "the majority's INBOX misses messages: %d" % len(inbox))
         r = hc.ha[survivor].mxctl("cluster", "switchover", "shard1", "node%d" % victim,
                                   timeout=30)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
@@ -475,6 +478,11 @@ class FailoverTest(unittest.TestCase):
         self.assertEqual(before, after, "the stores diverge after healing")
         self.assertEqual(self.maildir_files(hc.stores[victim]),
                          self.maildir_files(majority), "the message files diverge")
+        print("partition: node%d cut alone; it acknowledged %d writes (%d after the cut, "
+              "all on the majority), refused %d with STALE_EPOCH; node%d promoted in epoch %d; "
+              "after healing and a switchover back both stores hold the same %d mailboxes"
+              % (victim, len(acked), len(late), len(refused), survivor, new_epoch, len(after)),
+              file=sys.stderr)
 
     # ---- helpers ----------------------------------------------------------
 
