@@ -318,6 +318,7 @@ enum mx_field_kind { MX_FIELD_U32, MX_FIELD_U64, MX_FIELD_STR, MX_FIELD_BYTES, M
 #define MX_MAILBOX_ATTR_SUBSCRIBED 0x1u
 #define MX_MAILBOX_ATTR_HAS_CHILDREN 0x2u
 #define MX_MAILBOX_ATTR_SPECIAL_USE 0x4u /* F_SPECIAL_USE follows the name */
+#define MX_MAILBOX_ATTR_NONEXISTENT 0x8u /* a subscribed name that is no mailbox */
 
 /* Bits of F_CHANGE (MSG_STORE_ANY_MAILBOX_CHANGED). */
 #define MX_CHANGE_NEW_MAIL 0x1u

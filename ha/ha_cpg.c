@@ -80,9 +80,15 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
     size_t n = n_members < CPG_MEMBERS_MAX ? n_members : CPG_MEMBERS_MAX;
     for (size_t i = 0; i < n; i++)
         view[i] = (struct ha_cpg_member){ members[i].nodeid, members[i].pid };
-    for (size_t i = 0; i < n_left; i++)
+    struct ha_cpg_member orphaned[CPG_MEMBERS_MAX];
+    size_t n_orphaned = 0;
+    for (size_t i = 0; i < n_left; i++) {
         mx_log(MX_LOG_NOTICE, "ha.member_left", MX_KVU("nodeid", left[i].nodeid),
                MX_KVU("pid", left[i].pid), MX_KVU("reason", left[i].reason));
+        if ((left[i].reason == CPG_REASON_LEAVE || left[i].reason == CPG_REASON_PROCDOWN) &&
+            n_orphaned < CPG_MEMBERS_MAX)
+            orphaned[n_orphaned++] = (struct ha_cpg_member){ left[i].nodeid, left[i].pid };
+    }
     for (size_t i = 0; i < n_joined; i++)
         mx_log(MX_LOG_NOTICE, "ha.member_joined", MX_KVU("nodeid", joined[i].nodeid),
                MX_KVU("pid", joined[i].pid));
@@ -93,7 +99,7 @@ static void on_confchg(cpg_handle_t handle, const struct cpg_name *group,
      * here, before it could decide anything alone. */
     refresh_vq_quorate(c);
     report_quorum(c);
-    c->cb.view(c->ctx, view, n);
+    c->cb.view(c->ctx, view, n, orphaned, n_orphaned);
 }
 
 static void on_totem_confchg(cpg_handle_t handle, struct cpg_ring_id ring_id,

@@ -32,8 +32,13 @@ struct ha_cpg_member {
 struct ha_cpg_callbacks {
     /* A message multicast by a member, in agreed order. */
     void (*deliver)(void *ctx, struct ha_cpg_member from, const void *data, size_t len);
-    /* The group's membership changed: members[0..n) is the new view. */
-    void (*view)(void *ctx, const struct ha_cpg_member *members, size_t n);
+    /* The group's membership changed: members[0..n) is the new view;
+     * orphaned[0..n_orphaned) are members whose PROCESS left while their
+     * node stayed in the cluster (mx-ha died or stopped, corosync did not):
+     * what that mx-ha told its local daemons may still be acted on until
+     * their lease runs out. */
+    void (*view)(void *ctx, const struct ha_cpg_member *members, size_t n,
+                 const struct ha_cpg_member *orphaned, size_t n_orphaned);
     /* The quorum verdict for this node's partition changed (first call:
      * the initial verdict). YES means votequorum says so FOR THE CURRENT
      * totem ring; right after a membership change it is PENDING until

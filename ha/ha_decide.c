@@ -214,10 +214,25 @@ static void replica_set_update(const struct ha_pair_config *pc, size_t pair,
     mp->n_replicas = n_next;
 }
 
+static bool held(const struct ha_node_state *states, size_t n, const char *node)
+{
+    for (size_t s = 0; s < n; s++)
+        if (states[s].received && in_set(states[s].holds, states[s].n_holds, node))
+            return true;
+    return false;
+}
+
 static void decide_store(const struct ha_pair_config *pc, size_t pair,
                          const struct ha_node_state *states, size_t n, struct ha_map_pair *mp,
                          struct ha_switchover *sw, struct epoch_source *epochs)
 {
+    /* The primary's mx-ha is gone but its node is not: its store may still
+     * serve on its lease. Nothing changes for this pair until that runs out
+     * (or the mx-ha is back). */
+    if (mp->primary[0] && mp->active && !live_report(states, n, mp->primary, pair) &&
+        held(states, n, mp->primary))
+        return;
+
     /* A replica excluded in this epoch that left the view is forgotten: when
      * it returns it resynchronises as an ordinary replica. */
     size_t kept = 0;
@@ -454,6 +469,8 @@ int ha_state_encode(const struct ha_config *config, const struct ha_node_state *
     struct mx_frame frame;
     mx_frame_init(&frame, MSG_HA_HA_STATE, 0, NULL);
     mx_frame_put_str(&frame, F_NODE, state->node);
+    for (size_t h = 0; h < state->n_holds; h++)
+        mx_frame_put_str(&frame, F_NODE, state->holds[h]);
     mx_frame_put_u64(&frame, F_EPOCH, state->map.epoch);
     mx_frame_put_u64(&frame, F_SEQ, state->map.revision);
     mx_frame_put_u32(&frame, F_QUORATE, quorate ? 1 : 0);
@@ -703,6 +720,25 @@ int ha_payload_decode(const struct ha_config *config, const void *data, size_t l
         return -1;
     }
     state->quorate = quorate != 0;
+    struct mx_field_iter it = { 0 };
+    uint16_t tag;
+    const uint8_t *value;
+    size_t value_len;
+    bool sender = true;
+    while (mx_frame_next_field(&view, &it, &tag, &value, &value_len)) {
+        if (tag != F_NODE)
+            continue;
+        if (sender) {
+            sender = false; /* read above */
+            continue;
+        }
+        if (state->n_holds >= HA_MAX_NODES || value_len >= HA_NAME_MAX ||
+            memchr(value, '\0', value_len)) {
+            *error_r = "STATE with too many or malformed held nodes";
+            return -1;
+        }
+        memcpy(state->holds[state->n_holds++], value, value_len);
+    }
     uint32_t following = 0, seen = 0;
     if (mx_frame_get_u32(&view, F_MESSAGES, &following) < 0) {
         *error_r = "STATE header without F_MESSAGES";

@@ -13,7 +13,9 @@
  *   - only a quorate partition decides; a partition without quorum keeps its
  *     map frozen and every local role is FENCED (ha_assignment_for);
  *   - a pair keeps its primary while that node is in the view and its daemon
- *     reports (no flapping back to a "preferred" node);
+ *     reports (no flapping back to a "preferred" node), and while any
+ *     member still holds it (its mx-ha left but the node did not: its store
+ *     may serve until its lease runs out);
  *   - otherwise the new primary is a candidate: a member in the view whose
  *     store reports, at the pair's epoch, an in-sync REPLICA, and that is
  *     in the pair's replica set (the primary waited for it); among them
@@ -116,6 +118,13 @@ struct ha_node_state {
     char node[HA_NAME_MAX];
     bool received; /* a STATE arrived from it in the current view */
     bool quorate;  /* its votequorum verdict when it sent the STATE */
+    /* Nodes whose mx-ha process left while the node stayed up, as this
+     * member still counts them: their local daemons may act on their last
+     * assignment until their lease runs out, so a pair whose primary is
+     * such a node is not failed over before (no two stores serving). The
+     * view's holds are the union over its STATEs. */
+    size_t n_holds;
+    char holds[HA_MAX_NODES][HA_NAME_MAX];
     struct ha_map map;
     struct ha_report reports[HA_MAX_PAIRS]; /* indexed like ha_config.pairs */
 };
@@ -169,9 +178,9 @@ int ha_config_pair_index(const struct ha_config *config, const char *name);
  *
  * A CPG payload is a sequence of mx_wire frames, back to back (each frame
  * knows its own length):
- *   STATE      = MSG_HA_HA_STATE (F_NODE sender, F_EPOCH map epoch,
- *                F_SEQ map revision, F_QUORATE, F_MESSAGES = number of
- *                frames that follow)
+ *   STATE      = MSG_HA_HA_STATE (F_NODE sender, F_NODE* held nodes,
+ *                F_EPOCH map epoch, F_SEQ map revision, F_QUORATE,
+ *                F_MESSAGES = number of frames that follow)
  *                then per pair of the map: MSG_HA_ANY_ROLE_ASSIGN (F_PAIR,
  *                F_NODE primary, F_EPOCH, F_HA_ROLE PRIMARY = active /
  *                FENCED = unavailable, F_NODE* replicas, F_TEXT* excluded

@@ -69,6 +69,13 @@ struct ha {
     struct ha_map map;
     struct ha_switchover switchovers[HA_MAX_PAIRS];
 
+    /* Nodes whose mx-ha left while the node stayed (ha_decide.h: holds),
+     * each until this node's clock says their daemons' lease ran out. */
+    size_t n_holds;
+    char holds[HA_MAX_NODES][HA_NAME_MAX];
+    uint64_t hold_until_ms[HA_MAX_NODES];
+    unsigned daemon_lease_ms;
+
     struct ha_report reports[HA_MAX_PAIRS]; /* our local daemons */
     uint64_t report_seen_ms[HA_MAX_PAIRS];
     bool vip_held[HA_MAX_PAIRS];
@@ -93,6 +100,8 @@ static void send_state(struct ha *ha)
     ha_copy_name(own->node, sizeof(own->node), ha->node);
     own->map = ha->map;
     memcpy(own->reports, ha->reports, sizeof(own->reports));
+    own->n_holds = ha->n_holds;
+    memcpy(own->holds, ha->holds, sizeof(own->holds));
     uint8_t *data = NULL;
     size_t len = 0;
     if (ha_state_encode(&ha->config, own, ha->quorum == HA_QUORUM_YES, &data, &len) < 0) {
@@ -285,6 +294,30 @@ static int view_index(const struct ha *ha, struct ha_cpg_member m)
     return -1;
 }
 
+static bool is_held(const struct ha *ha, const char *node)
+{
+    for (size_t h = 0; h < ha->n_holds; h++)
+        if (strcmp(ha->holds[h], node) == 0)
+            return true;
+    return false;
+}
+
+/* drop_hold - forget the hold on node; whether there was one. */
+static bool drop_hold(struct ha *ha, const char *node)
+{
+    for (size_t h = 0; h < ha->n_holds; h++) {
+        if (strcmp(ha->holds[h], node) != 0)
+            continue;
+        ha->n_holds--;
+        memmove(ha->holds[h], ha->holds[h + 1], (ha->n_holds - h) * HA_NAME_MAX);
+        memmove(&ha->hold_until_ms[h], &ha->hold_until_ms[h + 1],
+                (ha->n_holds - h) * sizeof(ha->hold_until_ms[0]));
+        memset(ha->holds[ha->n_holds], 0, HA_NAME_MAX);
+        return true;
+    }
+    return false;
+}
+
 static void on_deliver(void *ctx, struct ha_cpg_member from, const void *data, size_t len)
 {
     struct ha *ha = ctx;
@@ -303,6 +336,9 @@ static void on_deliver(void *ctx, struct ha_cpg_member from, const void *data, s
         return;
     }
     if (kind == HA_PAYLOAD_STATE) {
+        /* A held node's mx-ha is back: it speaks for its daemons again. */
+        if (drop_hold(ha, state->node))
+            send_state(ha);
         ha->states[index] = *state;
     } else if (pair >= 0) {
         ha->switchovers[pair].pending = true;
@@ -314,9 +350,33 @@ static void on_deliver(void *ctx, struct ha_cpg_member from, const void *data, s
     decide(ha);
 }
 
-static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n)
+static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n,
+                    const struct ha_cpg_member *orphaned, size_t n_orphaned)
 {
     struct ha *ha = ctx;
+    /* An mx-ha that left while its node stayed may leave a primary store
+     * running on its lease: hold that node (no failover of its pairs) for
+     * ha.daemon_lease. A node that went down entirely is not held: its
+     * daemons went with it, or, cut off, were fenced by their own mx-ha
+     * on losing quorum. */
+    for (size_t o = 0; o < n_orphaned; o++) {
+        int index = view_index(ha, orphaned[o]);
+        if (index < 0 || !ha->states[index].received)
+            continue;
+        const char *node = ha->states[index].node;
+        bool primary = false;
+        for (size_t p = 0; p < ha->config.n_pairs; p++)
+            if (ha->map.pairs[p].active && strcmp(ha->map.pairs[p].primary, node) == 0)
+                primary = true;
+        if (primary && ha->n_holds < HA_MAX_NODES && !is_held(ha, node)) {
+            ha_copy_name(ha->holds[ha->n_holds], HA_NAME_MAX, node);
+            ha->hold_until_ms[ha->n_holds++] = mx_now_ms() + ha->daemon_lease_ms;
+            mx_log(MX_LOG_WARNING, "ha.hold", MX_KV("node", node),
+                   MX_KVU("for_ms", ha->daemon_lease_ms),
+                   MX_KV("reason", "its mx-ha left, the node did not: its primaries may still "
+                                   "serve on their lease"));
+        }
+    }
     if (n > HA_MAX_NODES) {
         mx_log(MX_LOG_ERR, "ha.view_too_large", MX_KVU("members", n), MX_KVU("max", HA_MAX_NODES));
         n = HA_MAX_NODES;
@@ -591,6 +651,14 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
             ha->reports[p].present = false;
         }
     }
+    for (size_t h = 0; h < ha->n_holds;) {
+        if (now >= ha->hold_until_ms[h]) {
+            mx_log(MX_LOG_NOTICE, "ha.hold_expired", MX_KV("node", ha->holds[h]));
+            drop_hold(ha, ha->holds[h]);
+        } else {
+            h++;
+        }
+    }
     if (!ha->cpg)
         connect_corosync(ha);
     send_state(ha);
@@ -665,6 +733,7 @@ int main(int argc, char **argv)
     ha->base = event_base_new();
     mx_daemon_on_signals(ha->base);
     ha->heartbeat_ms = (unsigned)mx_config_duration_ms(&root, "ha.heartbeat");
+    ha->daemon_lease_ms = (unsigned)mx_config_duration_ms(&root, "ha.daemon_lease");
     if (!ha_copy_name(ha->node, sizeof(ha->node), mx_config_string(&root, "node.name")) ||
         !ha_copy_name(ha->cpg_group, sizeof(ha->cpg_group), mx_config_string(&root, "ha.cpg_group"))) {
         error = mx_strdup("node.name or ha.cpg_group too long");

@@ -16,6 +16,8 @@ const struct mx_option ha_options[] = {
       "Corosync CPG group every mx-ha of the cluster joins" },
     { "ha.heartbeat", MX_OPT_DURATION, "\"500ms\"", 50, 60000, NULL,
       "how often state is re-multicast and the map re-published; a daemon silent for 3 heartbeats counts as down" },
+    { "ha.daemon_lease", MX_OPT_DURATION, "\"3s\"", 100, 600000, NULL,
+      "how long a local daemon goes on without its mx-ha (= store.ha_lease): when only mx-ha dies on a node, its primaries are replaced after this" },
     { "ha.agent_listen", MX_OPT_STRING, "\"\"", 0, 0, NULL,
       "HAProxy agent-check listener \"ip:port\" answering up ready / up drain / down for this node's frontends (\"\" = off)" },
     { "ha.pairs", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,

@@ -402,6 +402,27 @@ static void test_silent_replica_cannot_come_back_promotable(void **state)
     assert_false(after.pairs[0].active);
 }
 
+static void test_held_primary_not_replaced_until_released(void **state)
+{
+    (void)state;
+    /* node1's mx-ha left, node1 did not: node3 still holds it */
+    struct view v = { 0 };
+    report(add_node(&v, "node2"), MX_HA_REPLICA, 7, 100, true);
+    struct ha_node_state *n3 = add_node(&v, "node3");
+    report(n3, MX_HA_REPLICA, 7, 100, true);
+    n3->n_holds = 1;
+    strcpy(n3->holds[0], "node1");
+    struct ha_map prev = map_with("node1", 7, "node2,node3"), next;
+    assert_false(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
+    assert_string_equal(next.pairs[0].primary, "node1");
+    assert_int_equal(next.pairs[0].epoch, 7);
+    /* released by every member: the failover happens */
+    n3->n_holds = 0;
+    assert_true(ha_decide(&config, v.st, v.n, &prev, NULL, true, &next));
+    assert_string_equal(next.pairs[0].primary, "node2");
+    assert_int_equal(next.pairs[0].epoch, 8);
+}
+
 static void test_switchover_waits_for_in_sync_target(void **state)
 {
     (void)state;
@@ -517,6 +538,9 @@ static void test_state_payload_round_trip(void **state)
     struct ha_node_state *out = calloc(1, sizeof(*out));
     config.n_pairs = 2;
     strcpy(in->node, "node2");
+    in->n_holds = 2;
+    strcpy(in->holds[0], "node4");
+    strcpy(in->holds[1], "node5");
     in->map = map_with("node1", 9, "node2");
     in->map.pairs[0].n_excluded = 1;
     strcpy(in->map.pairs[0].excluded[0], "node3");
@@ -533,6 +557,8 @@ static void test_state_payload_round_trip(void **state)
     assert_true(out->received);
     assert_true(out->quorate);
     assert_string_equal(out->node, "node2");
+    assert_int_equal(out->n_holds, 2);
+    assert_string_equal(out->holds[1], "node5");
     assert_int_equal(out->map.epoch, 9);
     assert_string_equal(out->map.pairs[0].primary, "node1");
     assert_true(out->map.pairs[0].active);
@@ -620,6 +646,7 @@ int main(void)
         cmocka_unit_test_setup(test_degraded_primary_drops_lost_replica, setup),
         cmocka_unit_test_setup(test_degraded_drops_only_the_lost_replica, setup),
         cmocka_unit_test_setup(test_silent_replica_cannot_come_back_promotable, setup),
+        cmocka_unit_test_setup(test_held_primary_not_replaced_until_released, setup),
         cmocka_unit_test_setup(test_switchover_waits_for_in_sync_target, setup),
         cmocka_unit_test_setup(test_frontend_failover_and_switchover, setup),
         cmocka_unit_test_setup(test_same_inputs_same_map_on_every_node, setup),

@@ -868,7 +868,9 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
             op->entries[op->n_entries++] =
                 (struct list_entry){ mx_strndup((const char *)value, len), 0, NULL, true, false, false };
         } else if (tag == F_MAILBOX_ATTRS && len == 4 && op->n_entries) {
-            op->entries[op->n_entries - 1].attrs = imap_be32(value);
+            struct list_entry *e = &op->entries[op->n_entries - 1];
+            e->attrs = imap_be32(value);
+            e->exists = !(e->attrs & MX_MAILBOX_ATTR_NONEXISTENT);
         } else if (tag == F_SPECIAL_USE && op->n_entries) {
             free(op->entries[op->n_entries - 1].special_use);
             op->entries[op->n_entries - 1].special_use = mx_strndup((const char *)value, len);
@@ -903,7 +905,11 @@ static void list_on_mailboxes(void *ctx, enum mx_status status, const char *text
         struct list_entry *e = &op->entries[i];
         if (!list_matches(op, e->name))
             continue;
-        bool subscribed = e->exists && (e->attrs & MX_MAILBOX_ATTR_SUBSCRIBED);
+        bool subscribed = e->attrs & MX_MAILBOX_ATTR_SUBSCRIBED;
+        /* a subscribed name that is no mailbox only shows where
+         * subscriptions are asked for (LSUB, LIST (SUBSCRIBED)) */
+        if (!e->exists && !e->has_children && !(op->selection & LIST_SEL_SUBSCRIBED))
+            continue;
         bool childinfo = false;
         bool lsub_parent = false;
         if (op->selection & LIST_SEL_SUBSCRIBED) {

@@ -29,10 +29,12 @@ extern const struct mx_option store_options[];
 static int print_op(void *ctx, uint64_t seq, const uint8_t *rec, size_t len)
 {
     static const char *const names[] = { "?", "append", "flags", "expunge", "mailbox_create",
-                                         "mailbox_delete", "mailbox_rename", "mailbox_subscribe" };
+                                         "mailbox_delete", "mailbox_rename", "mailbox_subscribe",
+                                         "subscription" };
     int type = store_oplog_type(rec, len);
     (void)ctx;
-    printf("%llu %s %zu\n", (unsigned long long)seq, type < 0 ? "INVALID" : names[type], len);
+    printf("%llu %s %zu\n", (unsigned long long)seq,
+           type < 0 || (size_t)type >= sizeof names / sizeof names[0] ? "INVALID" : names[type], len);
     return 0;
 }
 

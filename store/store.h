@@ -97,6 +97,10 @@ enum store_op_type {
     STORE_OP_MAILBOX_DELETE = 5,
     STORE_OP_MAILBOX_RENAME = 6,
     STORE_OP_MAILBOX_SUBSCRIBE = 7,
+    /* a subscription to a name that is not a mailbox (RFC 3501 6.3.6: a
+     * subscription outlives DELETE, and may precede CREATE); head with
+     * mailbox id 0 and UIDVALIDITY 0, then u8 subscribe */
+    STORE_OP_SUBSCRIPTION = 8,
 };
 
 struct store_mailbox {
@@ -217,6 +221,12 @@ int store_expunge(struct store_batch *batch, const char *user, const char *mailb
 int store_copy(struct store_batch *batch, const char *user, const char *mailbox,
                uint32_t uidvalidity, const uint32_t *uids, size_t n, const char *dest, bool move,
                uint32_t **src_r, uint32_t **dst_r, size_t *n_r, struct store_result *res);
+
+/* store_subscriptions_orphan - the user's subscribed names that are not
+ * mailboxes, in name order: fn(ctx, name) returns 0 to go on. */
+typedef int store_name_fn(void *ctx, const char *name);
+int store_subscriptions_orphan(struct store *st, MDB_txn *txn, const char *user,
+                               store_name_fn *fn, void *ctx);
 
 /* ---- reads ------------------------------------------------------------- */
 

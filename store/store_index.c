@@ -504,7 +504,7 @@ int store_oplog_foreach(struct store *st, MDB_txn *txn, uint64_t from_seq, store
 int store_oplog_type(const uint8_t *rec, size_t len)
 {
     if (len < 2 || rec[0] != STORE_OP_VERSION || rec[1] < STORE_OP_APPEND ||
-        rec[1] > STORE_OP_MAILBOX_SUBSCRIBE)
+        rec[1] > STORE_OP_SUBSCRIPTION)
         return -1;
     return rec[1];
 }
@@ -865,6 +865,72 @@ static bool subscribed_at_create(const char *name, const char *special_use)
     return strcmp(name, MAILBOX_NAME_INBOX) == 0 || (special_use && *special_use);
 }
 
+/* Subscriptions of names that are not mailboxes live in meta under
+ * "osub:" user NUL name (sorted, so one user's are one key range). */
+#define ORPHAN_SUB_PREFIX "osub:"
+
+static MDB_val orphan_sub_key(const char *user, const char *name, char **buf_r)
+{
+    size_t pl = strlen(ORPHAN_SUB_PREFIX), ul = strlen(user), nl = strlen(name);
+    char *buf = mx_malloc(pl + ul + 1 + nl);
+    memcpy(buf, ORPHAN_SUB_PREFIX, pl);
+    memcpy(buf + pl, user, ul);
+    buf[pl + ul] = '\0';
+    memcpy(buf + pl + ul + 1, name, nl);
+    *buf_r = buf;
+    return (MDB_val){ pl + ul + 1 + nl, buf };
+}
+
+/* orphan_sub_set - add or remove one; 0, or an LMDB error. */
+static int orphan_sub_set(struct store_batch *b, const char *user, const char *name, bool on)
+{
+    char *kb;
+    MDB_val k = orphan_sub_key(user, name, &kb), v = { 1, "1" };
+    int rc = on ? mdb_put(b->op, b->st->meta, &k, &v, 0) : mdb_del(b->op, b->st->meta, &k, NULL);
+    free(kb);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* orphan_sub_take - true if name was subscribed while it was no mailbox
+ * (then the subscription moves onto the mailbox being created). */
+static bool orphan_sub_take(struct store_batch *b, const char *user, const char *name)
+{
+    char *kb;
+    MDB_val k = orphan_sub_key(user, name, &kb), v;
+    bool had = mdb_get(b->op, b->st->meta, &k, &v) == 0;
+    if (had)
+        (void)mdb_del(b->op, b->st->meta, &k, NULL);
+    free(kb);
+    return had;
+}
+
+int store_subscriptions_orphan(struct store *st, MDB_txn *txn, const char *user,
+                               store_name_fn *fn, void *ctx)
+{
+    char *kb;
+    MDB_val prefix = orphan_sub_key(user, "", &kb);
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(txn, st->meta, &c);
+    if (rc != 0) {
+        free(kb);
+        return -1;
+    }
+    MDB_val k = prefix, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size <= prefix.mv_size || memcmp(k.mv_data, prefix.mv_data, prefix.mv_size) != 0)
+            break;
+        char *name = mx_strndup((const char *)k.mv_data + prefix.mv_size, k.mv_size - prefix.mv_size);
+        int stop = fn(ctx, name);
+        free(name);
+        if (stop)
+            break;
+    }
+    mdb_cursor_close(c);
+    free(kb);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : -1;
+}
+
 /* mailbox_new_locked - index a new mailbox (the folder exists on disk). */
 static int mailbox_new_locked(struct store_batch *b, const char *user, const char *name,
                               const char *special_use, struct store_mailbox *mb)
@@ -889,7 +955,7 @@ static int mailbox_new_locked(struct store_batch *b, const char *user, const cha
     mb->uidvalidity = (uint32_t)uv;
     mb->uidnext = 1;
     mb->highestmodseq = 1;
-    mb->subscribed = subscribed_at_create(name, special_use);
+    mb->subscribed = orphan_sub_take(b, user, name) || subscribed_at_create(name, special_use);
     snprintf(mb->special_use, sizeof mb->special_use, "%s", special_use ? special_use : "");
     struct sbuf r = { 0 };
     oplog_head(&r, STORE_OP_MAILBOX_CREATE, user, name, mb);
@@ -1557,8 +1623,10 @@ int store_mailbox_delete(struct store_batch *b, const char *user, const char *ma
     struct sbuf r = { 0 };
     oplog_head(&r, STORE_OP_MAILBOX_DELETE, user, name, &mb);
     int ret;
+    /* RFC 3501 6.3.6: the subscription outlives the mailbox */
     if (del_prefix(b, b->st->messages, mb.id) < 0 || del_prefix(b, b->st->dedup, mb.id) < 0 ||
-        mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0 || oplog_put(b, &r) != 0) {
+        mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0 ||
+        (mb.subscribed && orphan_sub_set(b, user, name, true) != 0) || oplog_put(b, &r) != 0) {
         free(r.data);
         ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
     } else {
@@ -1706,9 +1774,30 @@ int store_mailbox_subscribe(struct store_batch *b, const char *user, const char 
         return -1;
     }
     struct store_mailbox mb;
-    if (mailbox_for_op(b, user, name, 0, &mb, res) < 0) {
+    int got = store_mailbox_get(b->st, b->op, user, name, &mb);
+    if (got < 0) {
         free(name);
-        return res->status == MX_STATUS_TEMPFAIL ? -1 : 0;
+        op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
+        return -1;
+    }
+    if (got == 1) {
+        /* not a mailbox (deleted, or not created yet): the name alone */
+        struct store_mailbox none;
+        memset(&none, 0, sizeof none);
+        struct sbuf r = { 0 };
+        oplog_head(&r, STORE_OP_SUBSCRIPTION, user, name, &none);
+        sb_u8(&r, subscribe);
+        int ret;
+        if (orphan_sub_set(b, user, name, subscribe) != 0 || oplog_put(b, &r) != 0) {
+            free(r.data);
+            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
+        } else {
+            ret = op_end(b, true, res);
+            if (ret == 0)
+                res->status = MX_STATUS_OK;
+        }
+        free(name);
+        return ret;
     }
     mb.subscribed = subscribe;
     struct sbuf r = { 0 };
@@ -2372,7 +2461,7 @@ static int apply_mailbox_create(struct store_batch *b, struct srd *r, const stru
     mb.uidvalidity = h->uidvalidity;
     mb.uidnext = 1;
     mb.highestmodseq = 1;
-    mb.subscribed = subscribed_at_create(h->name, mb.special_use);
+    mb.subscribed = orphan_sub_take(b, h->user, h->name) || subscribed_at_create(h->name, mb.special_use);
     /* the counters a promotion continues from: never below what the
      * primary handed out */
     uint64_t id, uv;
@@ -2401,7 +2490,8 @@ static int apply_mailbox_delete(struct store_batch *b, const struct op_head *h,
     char *kb;
     MDB_val k = mailbox_key(h->user, h->name, &kb);
     int bad = del_prefix(b, b->st->messages, mb->id) < 0 || del_prefix(b, b->st->dedup, mb->id) < 0 ||
-              mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0;
+              mdb_del(b->op, b->st->mailboxes, &k, NULL) != 0 ||
+              (mb->subscribed && orphan_sub_set(b, h->user, h->name, true) != 0);
     free(kb);
     int err;
     const char *error;
@@ -2491,7 +2581,7 @@ int store_apply(struct store_batch *b, uint64_t seq, const uint8_t *rec, size_t 
     }
     struct store_mailbox mb;
     int rc = 0;
-    if (h.type != STORE_OP_MAILBOX_CREATE) {
+    if (h.type != STORE_OP_MAILBOX_CREATE && h.type != STORE_OP_SUBSCRIPTION) {
         int got = store_mailbox_get(b->st, b->op, h.user, h.name, &mb);
         if (got != 0 || mb.id != h.mailbox_id || mb.uidvalidity != h.uidvalidity) {
             *error_r = mx_asprintf("user %s mailbox %s: %s", h.user, h.name,
@@ -2525,6 +2615,13 @@ int store_apply(struct store_batch *b, uint64_t seq, const uint8_t *rec, size_t 
             if (rc < 0)
                 *error_r = mx_strdup("malformed MAILBOX_SUBSCRIBE record");
             break;
+        case STORE_OP_SUBSCRIPTION: {
+            bool on = rd_u8(&r) != 0;
+            rc = r.bad ? -1 : orphan_sub_set(b, h.user, h.name, on) != 0 ? -1 : 0;
+            if (rc < 0)
+                *error_r = mx_strdup("malformed or unappliable SUBSCRIPTION record");
+            break;
+        }
         default:
             rc = -1;
             *error_r = mx_strdup("unknown record type");

@@ -729,6 +729,13 @@ static void handle_state(struct store_server *s, struct mx_server_request *req,
     send_reply(&req, &out);
 }
 
+static int list_orphan_fn(void *ctx, const char *name)
+{
+    mx_frame_put_str(ctx, F_MAILBOX, name);
+    mx_frame_put_u32(ctx, F_MAILBOX_ATTRS, MX_MAILBOX_ATTR_SUBSCRIBED | MX_MAILBOX_ATTR_NONEXISTENT);
+    return 0;
+}
+
 static void handle_list(struct store_server *s, struct mx_server_request *req,
                         const struct mx_frame_view *f)
 {
@@ -783,6 +790,9 @@ static void handle_list(struct store_server *s, struct mx_server_request *req,
         }
         free(names);
         free(specials);
+        /* subscriptions of names that are no mailbox (deleted, or not
+         * created yet): LSUB and LIST (SUBSCRIBED) show them */
+        (void)store_subscriptions_orphan(s->st, r.txn, r.user, list_orphan_fn, &out);
         free(attrs);
     }
     read_end(&r);

@@ -25,7 +25,7 @@ def _quote(text):
 
 
 def ha_config(node_name, node_id, state_dir, pairs, heartbeat="200ms", agent=True,
-              log_level="info"):
+              log_level="info", daemon_lease="3s"):
     """ha_config - the libconfig text of one node's mx-ha. PAIRS is a list of
     (name, kind, [members]) or (name, kind, [members], vip, vip_interface)."""
     entries = []
@@ -44,6 +44,7 @@ def ha_config(node_name, node_id, state_dir, pairs, heartbeat="200ms", agent=Tru
         "  publish = %s;" % _quote(PUBLISH),
         "  cpg_group = \"mxcluster\";",
         "  heartbeat = %s;" % _quote(heartbeat),
+        "  daemon_lease = %s;" % _quote(daemon_lease),
         "  agent_listen = %s;" % _quote("0.0.0.0:%d" % AGENT_PORT if agent else ""),
         "  pairs = ( %s );" % ",\n    ".join(entries),
         "};",
@@ -54,7 +55,8 @@ def ha_config(node_name, node_id, state_dir, pairs, heartbeat="200ms", agent=Tru
 class HaDaemon:
     """mx-ha of node INDEX in NET (1-based; node name "node<INDEX>")."""
 
-    def __init__(self, net, index, workdir, pairs, heartbeat="200ms", log_level="info"):
+    def __init__(self, net, index, workdir, pairs, heartbeat="200ms", log_level="info",
+                 daemon_lease="3s"):
         self.net = net
         self.index = index
         self.name = "node%d" % index
@@ -63,7 +65,7 @@ class HaDaemon:
         self.conf = os.path.join(self.dir, "mxcluster.conf")
         with open(self.conf, "w") as f:
             f.write(ha_config(self.name, index, self.dir, pairs, heartbeat=heartbeat,
-                              log_level=log_level))
+                              log_level=log_level, daemon_lease=daemon_lease))
         self.log = os.path.join(self.dir, "mx-ha.log")
         self.proc = None
 

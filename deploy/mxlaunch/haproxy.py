@@ -82,8 +82,9 @@ def haproxy_config(listen, backends, inter_ms=500, fall=2, rise=1, agent_inter_m
         "    balance first",
     ]
     for name, address, port, agent_port in backends:
-        server = ("    server %s %s:%d send-proxy-v2 check check-send-proxy inter %d fall %d rise %d"
-                  " on-marked-down shutdown-sessions" % (name, address, port, inter_ms, fall, rise))
+        server = ("    server %s %s:%d send-proxy-v2 check check-send-proxy"
+                  " inter %d fall %d rise %d on-marked-down shutdown-sessions"
+                  % (name, address, port, inter_ms, fall, rise))
         if agent_port:
             server += " agent-check agent-port %d agent-inter %d" % (agent_port, agent_inter_ms)
         lines.append(server)

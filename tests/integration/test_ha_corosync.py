@@ -36,6 +36,8 @@ VIP = "10.77.0.100"
 PAIRS = [("shard1", "store", ["node1", "node2", "node3"], VIP + "/24", "eth0"),
          ("imap", "frontend", ["node2", "node3"])]
 ASSIGN = re.compile(r"assign role=(\w+) epoch=(\d+)")
+DAEMON_LEASE = "1s"
+
 
 CAN_NETNS, WHY_NOT = netns.available()
 
@@ -71,7 +73,9 @@ class HaCorosyncTest(unittest.TestCase):
         self.net = netns.NetnsCluster(3)
         self.ring = CorosyncRing(self.net, self.workdir)
         self.ring.wait_quorate([1, 2, 3])
-        self.ha = {i: HaDaemon(self.net, i, self.workdir, PAIRS, log_level=os.environ.get("MX_HA_LOG_LEVEL", "info")).start()
+        # the fake stores' lease is 3 polls of 200 ms: ha.daemon_lease above it
+        self.ha = {i: HaDaemon(self.net, i, self.workdir, PAIRS, daemon_lease=DAEMON_LEASE,
+                               log_level=os.environ.get("MX_HA_LOG_LEVEL", "info")).start()
                    for i in (1, 2, 3)}
         self.stores = {i: FakeStore(self.net, i, self.workdir) for i in (1, 2, 3)}
         self.primary = self.wait_single_primary([1, 2, 3])
@@ -287,6 +291,32 @@ class HaCorosyncTest(unittest.TestCase):
             wait_until(lambda: self.pair_line(i) == ("node%d" % new, new_epoch), timeout=5,
                        what="node%d to show the healed map" % i)
             self.assertIn("quorum: yes", self.status(i))
+
+    def test_ha_death_waits_for_the_orphaned_primary_lease(self):
+        # only mx-ha dies on the primary's node (corosync lives on): its
+        # store may go on serving on its lease, so nobody is promoted before
+        # that store has fenced itself; then the failover happens
+        old = self.primary
+        old_epoch = self.stores[old].state()[1]
+        others = [i for i in (1, 2, 3) if i != old]
+        t0 = time.monotonic()
+        self.ha[old].kill()
+        fenced_at = promoted_at = None
+        while time.monotonic() - t0 < 10 and promoted_at is None:
+            st = self.states([1, 2, 3])
+            now = time.monotonic() - t0
+            if fenced_at is None and st[old][0] == "fenced":
+                fenced_at = now
+            if any(st[i][0] == "primary" and st[i][1] > old_epoch for i in others):
+                promoted_at = now
+            time.sleep(0.02)
+        print("\nmx-ha death: orphaned store fenced at %s s, promotion at %s s"
+              % (fenced_at, promoted_at), file=sys.stderr)
+        self.assertIsNotNone(promoted_at, "no promotion after the hold")
+        self.assertIsNotNone(fenced_at, "the orphaned store never fenced")
+        self.assertLess(fenced_at, promoted_at)
+        self.assertLess(promoted_at, 5.0)
+        self.wait_single_primary(others, above_epoch=old_epoch)
 
     def test_corosync_restart_under_running_ha(self):
         # a replica node's corosync dies: its mx-ha fences its store, the
