@@ -305,7 +305,8 @@
     X(F_QUORATE,       100, U32,   "1 = the sender's partition has quorum")       \
     X(F_LAG,           101, U64,   "replication lag in records")                 \
     X(F_FIRST_UNSEEN,  110, U32,   "UID of the first message without \\\\Seen (0 = none)") \
-    X(F_CLAIM,         111, U32,   "1 = claim \\\\Recent, 0 = only look")
+    X(F_CLAIM,         111, U32,   "1 = claim \\\\Recent, 0 = only look")                  \
+    X(F_VIEW_ID,       112, U64,   "mx-ha: the Corosync CPG view a STATE was sent in (hash of its members)")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

@@ -112,6 +112,7 @@ static void on_totem_confchg(cpg_handle_t handle, struct cpg_ring_id ring_id,
     if (ring_id.seq > c->cpg_ring_seq)
         c->cpg_ring_seq = ring_id.seq;
     mx_log(MX_LOG_DEBUG, "ha.totem_ring", MX_KVU("seq", ring_id.seq), MX_KVU("members", n_members));
+    c->cb.ring(c->ctx, members, n_members);
     report_quorum(c); /* usually PENDING until votequorum catches up */
 }
 

@@ -39,6 +39,9 @@ struct ha_cpg_callbacks {
      * their lease runs out. */
     void (*view)(void *ctx, const struct ha_cpg_member *members, size_t n,
                  const struct ha_cpg_member *orphaned, size_t n_orphaned);
+    /* The totem ring (the corosync nodes in this partition, whatever runs
+     * on them) is now nodeids[0..n). */
+    void (*ring)(void *ctx, const uint32_t *nodeids, size_t n);
     /* The quorum verdict for this node's partition changed (first call:
      * the initial verdict). YES means votequorum says so FOR THE CURRENT
      * totem ring; right after a membership change it is PENDING until

@@ -473,6 +473,7 @@ int ha_state_encode(const struct ha_config *config, const struct ha_node_state *
         mx_frame_put_str(&frame, F_NODE, state->holds[h]);
     mx_frame_put_u64(&frame, F_EPOCH, state->map.epoch);
     mx_frame_put_u64(&frame, F_SEQ, state->map.revision);
+    mx_frame_put_u64(&frame, F_VIEW_ID, state->view_id);
     mx_frame_put_u32(&frame, F_QUORATE, quorate ? 1 : 0);
     /* How many frames follow: a payload cut at a frame boundary would
      * otherwise still parse. */
@@ -715,8 +716,9 @@ int ha_payload_decode(const struct ha_config *config, const void *data, size_t l
     if (get_name(&view, F_NODE, state->node, sizeof(state->node)) < 0 ||
         mx_frame_get_u64(&view, F_EPOCH, &state->map.epoch) < 0 ||
         mx_frame_get_u64(&view, F_SEQ, &state->map.revision) < 0 ||
+        mx_frame_get_u64(&view, F_VIEW_ID, &state->view_id) < 0 ||
         mx_frame_get_u32(&view, F_QUORATE, &quorate) < 0) {
-        *error_r = "STATE header without F_NODE, F_EPOCH, F_SEQ or F_QUORATE";
+        *error_r = "STATE header without F_NODE, F_EPOCH, F_SEQ, F_VIEW_ID or F_QUORATE";
         return -1;
     }
     state->quorate = quorate != 0;

@@ -118,6 +118,11 @@ struct ha_node_state {
     char node[HA_NAME_MAX];
     bool received; /* a STATE arrived from it in the current view */
     bool quorate;  /* its votequorum verdict when it sent the STATE */
+    /* The CPG view the sender was in when it sent the STATE (ha_main.c:
+     * a hash of the members). A process leave is ordered like a message,
+     * so a STATE sent before its sender saw the change can be delivered
+     * after it: such a STATE speaks for the old view and is not counted. */
+    uint64_t view_id;
     /* Nodes whose mx-ha process left while the node stayed up, as this
      * member still counts them: their local daemons may act on their last
      * assignment until their lease runs out, so a pair whose primary is
@@ -179,7 +184,7 @@ int ha_config_pair_index(const struct ha_config *config, const char *name);
  * A CPG payload is a sequence of mx_wire frames, back to back (each frame
  * knows its own length):
  *   STATE      = MSG_HA_HA_STATE (F_NODE sender, F_NODE* held nodes,
- *                F_EPOCH map epoch, F_SEQ map revision, F_QUORATE,
+ *                F_VIEW_ID, F_EPOCH map epoch, F_SEQ map revision, F_QUORATE,
  *                F_MESSAGES = number of frames that follow)
  *                then per pair of the map: MSG_HA_ANY_ROLE_ASSIGN (F_PAIR,
  *                F_NODE primary, F_EPOCH, F_HA_ROLE PRIMARY = active /

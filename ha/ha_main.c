@@ -64,6 +64,7 @@ struct ha {
 
     size_t n_view;
     struct ha_cpg_member view[HA_MAX_NODES];
+    uint64_t view_id; /* view_hash() of view */
     struct ha_node_state *states; /* [HA_MAX_NODES], parallel to view */
 
     struct ha_map map;
@@ -74,6 +75,7 @@ struct ha {
     size_t n_holds;
     char holds[HA_MAX_NODES][HA_NAME_MAX];
     uint64_t hold_until_ms[HA_MAX_NODES];
+    uint32_t hold_nodeid[HA_MAX_NODES];
     unsigned daemon_lease_ms;
 
     struct ha_report reports[HA_MAX_PAIRS]; /* our local daemons */
@@ -100,6 +102,7 @@ static void send_state(struct ha *ha)
     ha_copy_name(own->node, sizeof(own->node), ha->node);
     own->map = ha->map;
     memcpy(own->reports, ha->reports, sizeof(own->reports));
+    own->view_id = ha->view_id;
     own->n_holds = ha->n_holds;
     memcpy(own->holds, ha->holds, sizeof(own->holds));
     uint8_t *data = NULL;
@@ -294,6 +297,29 @@ static int view_index(const struct ha *ha, struct ha_cpg_member m)
     return -1;
 }
 
+/* view_hash - identity of a CPG view: FNV-1a over its (nodeid, pid)
+ * members in ascending order, so every member computes the same value
+ * whatever order corosync listed them in. */
+static uint64_t view_hash(const struct ha_cpg_member *members, size_t n)
+{
+    uint64_t keys[HA_MAX_NODES];
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (uint64_t)members[i].nodeid << 32 | members[i].pid;
+    for (size_t i = 1; i < n; i++) /* insertion sort: n <= HA_MAX_NODES */
+        for (size_t j = i; j > 0 && keys[j - 1] > keys[j]; j--) {
+            uint64_t t = keys[j];
+            keys[j] = keys[j - 1];
+            keys[j - 1] = t;
+        }
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        for (int b = 0; b < 8; b++) {
+            hash ^= (keys[i] >> (8 * b)) & 0xff;
+            hash *= 0x100000001b3ull;
+        }
+    return hash;
+}
+
 static bool is_held(const struct ha *ha, const char *node)
 {
     for (size_t h = 0; h < ha->n_holds; h++)
@@ -312,6 +338,8 @@ static bool drop_hold(struct ha *ha, const char *node)
         memmove(ha->holds[h], ha->holds[h + 1], (ha->n_holds - h) * HA_NAME_MAX);
         memmove(&ha->hold_until_ms[h], &ha->hold_until_ms[h + 1],
                 (ha->n_holds - h) * sizeof(ha->hold_until_ms[0]));
+        memmove(&ha->hold_nodeid[h], &ha->hold_nodeid[h + 1],
+                (ha->n_holds - h) * sizeof(ha->hold_nodeid[0]));
         memset(ha->holds[ha->n_holds], 0, HA_NAME_MAX);
         return true;
     }
@@ -332,6 +360,12 @@ static void on_deliver(void *ctx, struct ha_cpg_member from, const void *data, s
     if (ha_payload_decode(&ha->config, data, len, &kind, state, &pair, target, &error) < 0) {
         mx_log(MX_LOG_WARNING, "ha.bad_payload", MX_KVU("nodeid", from.nodeid),
                MX_KVU("pid", from.pid), MX_KVU("bytes", len), MX_KV("error", error));
+        free(state);
+        return;
+    }
+    if (kind == HA_PAYLOAD_STATE && state->view_id != ha->view_id) {
+        /* Sent before its sender saw the current view: it re-sends. */
+        mx_log(MX_LOG_DEBUG, "ha.state_of_old_view", MX_KV("node", state->node));
         free(state);
         return;
     }
@@ -370,6 +404,7 @@ static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n,
                 primary = true;
         if (primary && ha->n_holds < HA_MAX_NODES && !is_held(ha, node)) {
             ha_copy_name(ha->holds[ha->n_holds], HA_NAME_MAX, node);
+            ha->hold_nodeid[ha->n_holds] = orphaned[o].nodeid;
             ha->hold_until_ms[ha->n_holds++] = mx_now_ms() + ha->daemon_lease_ms;
             mx_log(MX_LOG_WARNING, "ha.hold", MX_KV("node", node),
                    MX_KVU("for_ms", ha->daemon_lease_ms),
@@ -386,11 +421,41 @@ static void on_view(void *ctx, const struct ha_cpg_member *members, size_t n,
      * the same set. Pending switchovers die with the view. */
     memcpy(ha->view, members, n * sizeof(*members));
     ha->n_view = n;
+    ha->view_id = view_hash(members, n);
     memset(ha->states, 0, HA_MAX_NODES * sizeof(*ha->states));
     memset(ha->switchovers, 0, sizeof(ha->switchovers));
     ha->decided_in_view = false;
     mx_log(MX_LOG_NOTICE, "ha.view", MX_KVU("members", n));
     send_state(ha);
+}
+
+/* on_ring - a held node that left the cluster entirely is released: its
+ * processes died with it (the usual way to get here is a node killed or
+ * powered off, mx-ha noticed a moment before corosync), and holding it
+ * would only delay the failover. The price, accepted: if a node's mx-ha
+ * died and THEN the node was cut off within ha.daemon_lease, its store may
+ * serve reads for what is left of its lease; its writes stay fenced by the
+ * epoch (the replicas refuse the old one). */
+static void on_ring(void *ctx, const uint32_t *nodeids, size_t n)
+{
+    struct ha *ha = ctx;
+    bool dropped = false;
+    for (size_t h = 0; h < ha->n_holds;) {
+        bool present = false;
+        for (size_t i = 0; i < n; i++)
+            if (nodeids[i] == ha->hold_nodeid[h])
+                present = true;
+        if (present) {
+            h++;
+            continue;
+        }
+        mx_log(MX_LOG_NOTICE, "ha.hold_released", MX_KV("node", ha->holds[h]),
+               MX_KV("reason", "the node left the cluster"));
+        drop_hold(ha, ha->holds[h]);
+        dropped = true;
+    }
+    if (dropped)
+        send_state(ha);
 }
 
 static void on_quorum(void *ctx, enum ha_quorum quorum)
@@ -414,7 +479,8 @@ static void on_cpg_lost(void *ctx, const char *reason)
 }
 
 static const struct ha_cpg_callbacks cpg_callbacks = {
-    .deliver = on_deliver, .view = on_view, .quorum = on_quorum, .lost = on_cpg_lost,
+    .deliver = on_deliver, .view = on_view, .ring = on_ring, .quorum = on_quorum,
+    .lost = on_cpg_lost,
 };
 
 static void connect_corosync(struct ha *ha)

@@ -538,6 +538,7 @@ static void test_state_payload_round_trip(void **state)
     struct ha_node_state *out = calloc(1, sizeof(*out));
     config.n_pairs = 2;
     strcpy(in->node, "node2");
+    in->view_id = UINT64_C(0x1122334455667788);
     in->n_holds = 2;
     strcpy(in->holds[0], "node4");
     strcpy(in->holds[1], "node5");
@@ -557,6 +558,7 @@ static void test_state_payload_round_trip(void **state)
     assert_true(out->received);
     assert_true(out->quorate);
     assert_string_equal(out->node, "node2");
+    assert_true(out->view_id == UINT64_C(0x1122334455667788));
     assert_int_equal(out->n_holds, 2);
     assert_string_equal(out->holds[1], "node5");
     assert_int_equal(out->map.epoch, 9);

@@ -54,8 +54,10 @@ def haproxy_config(listen, backends, inter_ms=500, fall=2, rise=1, agent_inter_m
     lines = [
         "global",
         "    maxconn 4096",
-        # No syslog here: -db keeps HAProxy in the foreground and its
-        # warnings and alerts go to stderr, i.e. the log file.
+        # No syslog: -db keeps HAProxy in the foreground, its alerts go to
+        # stderr and the per-connection lines (which server, timers, how it
+        # ended) to stdout - both the log file.
+        "    log stdout format raw local0 info",
     ]
     if stats_socket:
         lines.append("    stats socket %s mode 600 level admin" % stats_socket)
@@ -63,6 +65,8 @@ def haproxy_config(listen, backends, inter_ms=500, fall=2, rise=1, agent_inter_m
         "",
         "defaults",
         "    mode tcp",
+        "    log global",
+        "    option tcplog",
         "    timeout connect %s" % connect_timeout,
         "    timeout client %s" % client_timeout,
         "    timeout server %s" % client_timeout,
