@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "mx_alloc.h"
+#include "mx_base64.h"
 #include "mx_ldap.h"
 #include "mx_limits.h"
 #include "mx_log.h"
@@ -271,21 +272,6 @@ void mx_auth_cancel(struct mx_auth_check **checkp)
 
 /* ---- SASL PLAIN (IMAP AUTHENTICATE, POP3 AUTH) -------------------------- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* b64_decode - strict RFC 4648 base64 (padding required, no blanks) into
  * out (at most out_size bytes). -1 on bad input or overflow. */
 static int b64_decode(const char *in, size_t len, uint8_t *out, size_t out_size, size_t *out_len_r)
@@ -303,7 +289,7 @@ static int b64_decode(const char *in, size_t len, uint8_t *out, size_t out_size,
                 pad++;
                 continue;
             }
-            if (pad > 0 || (v[j] = b64_value(c)) < 0)
+            if (pad > 0 || (v[j] = mx_base64_value(c)) < 0)
                 return -1; /* data after '=' or not in the alphabet */
         }
         uint32_t group =

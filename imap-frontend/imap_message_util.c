@@ -2,6 +2,8 @@
  * header. */
 #include "imap_message_util.h"
 
+#include "mx_base64.h"
+
 #include <string.h>
 #include <strings.h>
 
@@ -100,21 +102,6 @@ enum imap_cte imap_cte_of_header(const char *hdr, size_t hdr_len)
     return IMAP_CTE_UNKNOWN;
 }
 
-static int base64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 size_t imap_base64_decode(const char *in, size_t len, unsigned char *out)
 {
     size_t n = 0;
@@ -124,7 +111,7 @@ size_t imap_base64_decode(const char *in, size_t len, unsigned char *out)
         unsigned char c = (unsigned char)in[i];
         if (c == '=')
             break;
-        int v = base64_value(c);
+        int v = mx_base64_value(c);
         if (v < 0)
             continue;
         acc = (acc << 6) | (uint32_t)v;

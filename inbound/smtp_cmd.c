@@ -13,6 +13,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "mx_base64.h"
+
 /* ---- replies ------------------------------------------------------------ */
 
 #define REPLY(name, c, e, t) \
@@ -668,21 +670,6 @@ int smtp_cmd_parse(const char *line, size_t len, unsigned flags,
  * copy of the password to wipe. Here bytes are produced one at a time
  * straight into the caller's field buffers. */
 
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (is_digit(c))
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /* b64_check - strict RFC 4648 base64 (see smtp_cmd.h); *dlen_r = decoded
  * length. "" is valid (nothing). */
 static bool b64_check(const unsigned char *s, size_t len, size_t *dlen_r)
@@ -695,13 +682,13 @@ static bool b64_check(const unsigned char *s, size_t len, size_t *dlen_r)
     }
     size_t pad = s[len - 1] == '=' ? (s[len - 2] == '=' ? 2 : 1) : 0;
     for (size_t i = 0; i < len - pad; i++) {
-        if (b64_val(s[i]) < 0)
+        if (mx_base64_value(s[i]) < 0)
             return false;
     }
     /* the bits under the padding must be zero, so each text has one form */
-    if (pad == 1 && (b64_val(s[len - 2]) & 0x03) != 0)
+    if (pad == 1 && (mx_base64_value(s[len - 2]) & 0x03) != 0)
         return false;
-    if (pad == 2 && (b64_val(s[len - 3]) & 0x0f) != 0)
+    if (pad == 2 && (mx_base64_value(s[len - 3]) & 0x0f) != 0)
         return false;
     *dlen_r = len / 4 * 3 - pad;
     return true;
@@ -711,15 +698,15 @@ static bool b64_check(const unsigned char *s, size_t len, size_t *dlen_r)
 static unsigned char b64_byte(const unsigned char *s, size_t idx)
 {
     const unsigned char *g = s + idx / 3 * 4;
-    unsigned v0 = (unsigned)b64_val(g[0]), v1 = (unsigned)b64_val(g[1]);
+    unsigned v0 = (unsigned)mx_base64_value(g[0]), v1 = (unsigned)mx_base64_value(g[1]);
     switch (idx % 3) {
     case 0:
         return (unsigned char)(v0 << 2 | v1 >> 4);
     case 1:
-        return (unsigned char)((v1 & 0x0f) << 4 | (unsigned)b64_val(g[2]) >> 2);
+        return (unsigned char)((v1 & 0x0f) << 4 | (unsigned)mx_base64_value(g[2]) >> 2);
     default:
-        return (unsigned char)(((unsigned)b64_val(g[2]) & 0x03) << 6 |
-                               (unsigned)b64_val(g[3]));
+        return (unsigned char)(((unsigned)mx_base64_value(g[2]) & 0x03) << 6 |
+                               (unsigned)mx_base64_value(g[3]));
     }
 }
 
