@@ -2,6 +2,7 @@
  * header. */
 #include "imap_message_util.h"
 
+#include "imap_charset.h"
 #include "mx_base64.h"
 
 #include <string.h>
@@ -26,41 +27,16 @@ char *imap_header_filter(const char *hdr, size_t hdr_len, char *const *names, si
     /* The output is never longer than the input plus one CRLF per field
      * (a last field without line break) plus the final blank line. */
     char *out = mx_malloc(hdr_len + 5);
-    size_t n = 0;
-    size_t i = 0;
-    while (i < hdr_len) {
-        size_t start = i;
-        /* A field runs to the first line break not followed by WSP. */
-        size_t end = i;
-        for (;;) {
-            const char *nl = memchr(hdr + end, '\n', hdr_len - end);
-            if (nl == NULL) {
-                end = hdr_len;
-                break;
-            }
-            end = (size_t)(nl - hdr) + 1;
-            if (end >= hdr_len || (hdr[end] != ' ' && hdr[end] != '\t'))
-                break;
-        }
-        i = end;
-        size_t text_end = end;
-        while (text_end > start && (hdr[text_end - 1] == '\n' || hdr[text_end - 1] == '\r'))
-            text_end--;
-        if (text_end == start)
-            break; /* the blank line: the header ends here */
-        const char *colon = memchr(hdr + start, ':', text_end - start);
-        if (colon == NULL)
+    size_t n = 0, pos = 0;
+    const char *name, *value;
+    size_t name_len, value_len;
+    while (imap_header_next(hdr, hdr_len, &pos, &name, &name_len, &value, &value_len)) {
+        if (name_listed(name, name_len, names, n_names) == exclude)
             continue;
-        size_t name_len = (size_t)(colon - (hdr + start));
-        while (name_len > 0 && (hdr[start + name_len - 1] == ' ' || hdr[start + name_len - 1] == '\t'))
-            name_len--;
-        if (name_len == 0)
-            continue;
-        if (name_listed(hdr + start, name_len, names, n_names) == exclude)
-            continue;
-        memcpy(out + n, hdr + start, end - start);
-        n += end - start;
-        if (end == text_end) { /* no line break at the very end */
+        size_t start = (size_t)(name - hdr);
+        memcpy(out + n, name, pos - start); /* the field as sent, folding kept */
+        n += pos - start;
+        if (value + value_len == hdr + pos) { /* no line break at the very end */
             out[n++] = '\r';
             out[n++] = '\n';
         }
