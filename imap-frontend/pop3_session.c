@@ -272,7 +272,8 @@ static void pop3_login_complete(struct pop3_session *s)
            MX_KV("user", s->identity.mail), MX_KV("login", s->login),
            MX_KV("shard", s->shard->name), MX_KV("tls", tls[0] ? tls : "none"),
            MX_KVU("messages", s->drop.count), MX_KVU("bytes", s->drop.bytes));
-    pop3_printf(s, "+OK Logged in, %u messages (%llu octets)\r\n", s->drop.count,
+    pop3_printf(s, "+OK Logged in, %u message%s (%llu octets)\r\n", s->drop.count,
+                s->drop.count == 1 ? "" : "s",
                 (unsigned long long)s->drop.bytes);
     pop3_step_done(s);
 }
