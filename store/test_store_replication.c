@@ -145,8 +145,20 @@ static void primary_workload(struct store *st)
     assert_int_equal(store_mailbox_subscribe(b, USER, "Projects/Old", false, &res), 0);
     assert_int_equal(store_mailbox_delete(b, USER, "Junk", &res), 0);
     assert_int_equal(res.status, MX_STATUS_OK);
+    /* subscriptions without a mailbox: Junk's outlives it, Not/Yet precedes it */
+    assert_int_equal(store_mailbox_subscribe(b, USER, "Not/Yet", true, &res), 0);
+    assert_int_equal(res.status, MX_STATUS_OK);
     commit(b);
     append(st, USER, "Projects/Old", 6, STORE_FLAG_SEEN | STORE_FLAG_ANSWERED);
+}
+
+/* orphan_collect - subscribed names without a mailbox, as "a,b," text. */
+static int orphan_collect(void *ctx, const char *name)
+{
+    char *out = ctx;
+    size_t len = strlen(out);
+    snprintf(out + len, 256 - len, "%s,", name);
+    return 0;
 }
 
 /* ---- shipping records as the primary's shipper does ------------------- */
@@ -293,6 +305,11 @@ static void assert_same(struct store *a, struct store *b, size_t *messages_r)
     free(la.len);
     free(lb.rec);
     free(lb.len);
+
+    char orphans_a[256] = "", orphans_b[256] = "";
+    assert_int_equal(store_subscriptions_orphan(a, ta, USER, orphan_collect, orphans_a), 0);
+    assert_int_equal(store_subscriptions_orphan(b, tb, USER, orphan_collect, orphans_b), 0);
+    assert_string_equal(orphans_a, orphans_b);
 
     size_t mailboxes = 0, messages = 0;
     MDB_cursor *ca, *cb;

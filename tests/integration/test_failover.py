@@ -27,6 +27,14 @@ STALE_EPOCH, the majority promotes; after healing the old primary rejoins as
 replica, catches up, and both stores hold exactly the same data (compared
 after a switchover back: every mailbox's UIDVALIDITY, UIDs, flags and POP3
 UIDLs, and the message files on disk).
+
+Run (as root): ctest -R '^failover$', or by hand
+    MX_BUILD_DIR=build/release MX_SOURCE_DIR=. python3 tests/integration/test_failover.py
+Knobs: MX_FAILOVER_ROUNDS (10), MX_HAPROXY_AGENT=0 (HAProxy health checks
+only, without mx-ha's agent), MX_LOG_LEVEL (info).  On a failure the logs
+of every component are kept and their directory printed.  Every log is also
+searched for sanitizer reports and mx-ha's ha.map_conflict (two maps with one
+epoch), which fail the test even when the checks above passed.
 """
 
 import imaplib
