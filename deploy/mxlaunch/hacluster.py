@@ -301,8 +301,7 @@ class HaCluster:
         for i in CLUSTER_NODES:
             self._started(self.corosync[i].start())
         for i in CLUSTER_NODES + (EDGE,):
-            self.ldaps[i] = netns_call(self.namespace(i), Slapd,
-                                       state_dir=None)
+            self.ldaps[i] = netns_call(self.namespace(i), Slapd)
         procs.wait_until(lambda: all(self.corosync[i].quorate() for i in CLUSTER_NODES),
                          timeout=20, interval=0.2, what="corosync quorum on every node")
         for i in CLUSTER_NODES:
