@@ -681,6 +681,8 @@ struct mx_client {
     int busy;
     bool dead;
     bool stale_epoch_is_reply;
+    size_t preferred;     /* the instance asked first (cluster map) */
+    bool has_preferred;
 };
 
 static size_t client_slot(const struct mx_client *c, uint64_t id)
@@ -769,6 +771,9 @@ static void client_send(struct mx_client *c, struct client_req *req)
 {
     uint64_t now = now_ms();
     size_t start = req->has_last_ep ? req->last_ep + 1 : c->rr++;
+    /* the instance the cluster map names first, unless it just failed */
+    if (c->has_preferred && !(req->has_last_ep && req->last_ep == c->preferred))
+        start = c->preferred;
     bool retry = req->sent_attempts > 0;
     if (retry)
         put_be32(req->data + MX_WIRE_OFF_FLAGS,
@@ -1252,4 +1257,52 @@ void mx_sub_free(struct mx_sub **sub_p)
 uint64_t mx_sub_bad_frames(const struct mx_sub *sub)
 {
     return sub->bad_frames;
+}
+
+/* endpoint_matches - configured vs reported endpoint: equal, or the
+ * reported one binds a wildcard host (0.0.0.0, the star, [::]) and the
+ * ports agree. */
+static bool endpoint_matches(const char *configured, const char *reported)
+{
+    if (strcmp(configured, reported) == 0)
+        return true;
+    const char *wild[] = { "tcp://0.0.0.0:", "tcp://*:", "tcp://[::]:" };
+    for (size_t i = 0; i < sizeof wild / sizeof wild[0]; i++) {
+        size_t wl = strlen(wild[i]);
+        if (strncmp(reported, wild[i], wl) == 0) {
+            const char *port = strrchr(configured, ':');
+            return port && strcmp(port + 1, reported + wl) == 0;
+        }
+    }
+    return false;
+}
+
+int mx_client_prefer(struct mx_client *c, const char *endpoint)
+{
+    size_t i = 0;
+    while (i < c->n_eps && !endpoint_matches(c->eps[i].zs->label, endpoint))
+        i++;
+    if (i == c->n_eps)
+        return -1;
+    bool changed = !c->has_preferred || c->preferred != i;
+    c->preferred = i;
+    c->has_preferred = true;
+    c->eps[i].down_until_ms = 0;
+    if (!changed)
+        return 0;
+    mx_log(MX_LOG_NOTICE, "bus.preferred_instance", MX_KV("peer_role", c->name),
+           MX_KV("endpoint", c->eps[i].zs->label));
+    /* requests waiting on another instance (a primary that went silent)
+     * go to the new one now instead of after their timeout; receivers
+     * deduplicate the repeat (F_RETRY) */
+    for (size_t b = 0; b < ((size_t)1 << c->hash_bits); b++)
+        for (struct client_req *req = c->buckets[b]; req != NULL; req = req->hnext)
+            if (req->awaiting_reply && req->has_last_ep && req->last_ep != i) {
+                evtimer_del(req->timer);
+                unsigned before = req->sent_attempts;
+                client_send(c, req); /* a retry: F_RETRY set */
+                if (req->sent_attempts > before)
+                    req->sent_attempts = before; /* the silent one costs no attempt */
+            }
+    return 0;
 }

@@ -201,6 +201,14 @@ void mx_client_free(struct mx_client **client);
 int mx_client_request(struct mx_client *client, struct mx_frame *frame,
                       mx_client_done_fn *cb, void *ctx, uint64_t *request_id_r,
                       const char **error_r);
+/* mx_client_prefer - from now on ask the instance at endpoint first (as
+ * configured; a reported wildcard bind "tcp://0.0.0.0:P" matches the
+ * configured endpoint with port P): the primary named by mx-ha's cluster
+ * map. Requests still waiting for another instance's answer are sent to
+ * it at once (F_RETRY set; receivers deduplicate). -1 if no configured
+ * endpoint matches. */
+int mx_client_prefer(struct mx_client *client, const char *endpoint);
+
 /* mx_client_cancel - forget a pending request: its callback never runs, a
  * reply arriving later is dropped as late. By id, not pointer, so cancelling
  * a request that already completed is harmless: -1 then, 0 if it was

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "mx_alloc.h"
+#include "mx_clustermap.h"
 #include "mx_log.h"
 
 static int mx_daemon_facility(const char *name)
@@ -199,6 +200,46 @@ static void mx_daemon_on_signal(evutil_socket_t sig, short what, void *arg)
 {
     mx_log(MX_LOG_NOTICE, "daemon.stopping", MX_KV("signal", strsignal((int)sig)));
     event_base_loopexit(arg, NULL);
+}
+
+struct follow_ctx {
+    struct mx_daemon_shard *shards;
+    size_t n;
+};
+
+static void on_cluster_map(void *ctx, uint64_t epoch, const char *pair, const char *node,
+                           const char *endpoint)
+{
+    struct follow_ctx *f = ctx;
+    struct mx_daemon_shard *shard = mx_daemon_shard_find(f->shards, f->n, pair);
+    if (shard && mx_client_prefer(shard->client, endpoint) < 0)
+        mx_log(MX_LOG_WARNING, "clustermap.unknown_endpoint", MX_KV("shard", pair),
+               MX_KV("node", node), MX_KV("endpoint", endpoint),
+               MX_KV("hint", "list every store of the shard in its endpoints"));
+}
+
+/* The follower's context lives as long as the process (one per daemon). */
+static struct follow_ctx follow;
+
+int mx_daemon_follow_cluster_map(struct mx_bus *bus, const struct mx_config *config,
+                                 const char *path, struct mx_daemon_shard *shards, size_t n,
+                                 struct mx_clustermap **map_r, char **error_r)
+{
+    struct mx_config_node root = mx_config_root(config);
+    size_t n_eps = mx_config_strings_len(&root, path);
+    *map_r = NULL;
+    if (n_eps == 0)
+        return 0;
+    const char **eps = mx_calloc(n_eps, sizeof *eps);
+    for (size_t i = 0; i < n_eps; i++)
+        eps[i] = mx_config_strings_at(&root, path, i);
+    follow = (struct follow_ctx){ shards, n };
+    const char *error = NULL;
+    int rc = mx_clustermap_new(bus, eps, n_eps, on_cluster_map, &follow, map_r, &error);
+    free(eps);
+    if (rc < 0)
+        *error_r = mx_asprintf("%s: %s", path, error);
+    return rc;
 }
 
 static struct event *signal_events[2];

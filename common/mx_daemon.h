@@ -46,6 +46,15 @@ void mx_daemon_shards_free(struct mx_daemon_shard **shards, size_t n);
 struct mx_daemon_shard *mx_daemon_shard_find(struct mx_daemon_shard *shards, size_t n,
                                              const char *name);
 
+/* mx_daemon_follow_cluster_map - subscribe to the mx-ha PUB endpoints in
+ * the string list at path (e.g. "imap.cluster_map") and make each shard's
+ * client ask the primary the map names first (mx_client_prefer). An empty
+ * list: *map_r NULL, 0. shards must outlive the map. error_r heap. */
+struct mx_clustermap;
+int mx_daemon_follow_cluster_map(struct mx_bus *bus, const struct mx_config *config,
+                                 const char *path, struct mx_daemon_shard *shards, size_t n,
+                                 struct mx_clustermap **map_r, char **error_r);
+
 /* mx_daemon_on_signals - SIGTERM and SIGINT end the loop (event_base_loopexit
  * after the current callbacks); SIGPIPE is ignored. */
 void mx_daemon_on_signals(struct event_base *base);

@@ -631,6 +631,41 @@ static void test_failover_from_silent_instance(void **state)
 }
 
 
+/* The cluster map names a new primary: requests waiting on the silent old
+ * one move to it at once, and new ones go there first. */
+static void test_prefer_moves_waiting_requests(void **state)
+{
+    (void)state;
+    struct srv old, primary;
+    srv_start(&old, ipc_endpoint("o"), SRV_DROP);
+    srv_start(&primary, ipc_endpoint("n"), SRV_ACK);
+    const char *eps[] = { ipc_endpoint("o"), ipc_endpoint("n") };
+    struct mx_client *client = client_new(eps, 2, 5000, 2, 60000);
+    struct srv *srvs[] = { &old, &primary };
+    warm_up(client, srvs, 2);
+    assert_int_equal(mx_client_prefer(client, ipc_endpoint("o")), 0);
+    assert_int_equal(mx_client_prefer(client, "tcp://127.0.0.1:1"), -1);
+    struct done d = { 0 };
+    send_submit(client, &d);
+    assert_true(run_until(srv_called, &old, 2000)); /* it went to the old one */
+    assert_int_equal(d.calls, 0);
+    assert_int_equal(mx_client_prefer(client, ipc_endpoint("n")), 0);
+    assert_true(run_until(done_called, &d, 1000)); /* not after the 5 s timeout */
+    assert_int_equal(d.result, MX_BUS_REPLY);
+    assert_int_equal(primary.calls, 1);
+    assert_true(primary.flags[0] & MX_FRAME_F_RETRY);
+    for (int i = 0; i < 3; i++) {
+        struct done more = { 0 };
+        send_submit(client, &more);
+        assert_true(run_until(done_called, &more, 1000));
+    }
+    assert_int_equal(old.calls, 1);
+    assert_int_equal(primary.calls, 4);
+    mx_client_free(&client);
+    srv_stop(&old);
+    srv_stop(&primary);
+}
+
 /* A store replica answers STALE_EPOCH: the client asks the other instance
  * at once (no timeout waited, no attempt used), and a shard where every
  * instance says so ends with a timeout after the budget. */
@@ -1367,6 +1402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failover_from_silent_instance, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failover_from_unbound_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_epoch_goes_to_primary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prefer_moves_waiting_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_late_and_duplicate_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_frames_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_replies_dropped, setup, teardown),

@@ -37,6 +37,7 @@ struct delivery_server {
     struct mx_bus *bus;
     struct mx_server *listener;
     struct mx_daemon_shard *shards; /* by mxStoreShard name */
+    struct mx_clustermap *cluster_map; /* NULL: delivery.cluster_map empty */
     size_t n_shards;
     const char *default_shard;
     struct mx_spool *outbound;      /* external recipients, sent by a later role */

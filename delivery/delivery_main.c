@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "mx_alloc.h"
+#include "mx_clustermap.h"
 #include "mx_daemon.h"
 
 /* delivery_dispatch - the one place requests arrive: decode, act, reply;
@@ -76,6 +77,10 @@ static int delivery_setup(struct delivery_server *server, char **error_r)
                              (unsigned)mx_config_duration_ms(&root, "delivery.store_timeout"), 0,
                              &server->shards, &server->n_shards, error_r) < 0)
         return -1;
+    if (mx_daemon_follow_cluster_map(server->bus, server->config, "delivery.cluster_map",
+                                     server->shards, server->n_shards, &server->cluster_map,
+                                     error_r) < 0)
+        return -1;
     if (delivery_shard_find(server, server->default_shard) == NULL) {
         *error_r = mx_asprintf("delivery.default_shard \"%s\" is not among delivery.shards",
                                server->default_shard);
@@ -92,6 +97,7 @@ static int delivery_setup(struct delivery_server *server, char **error_r)
 static void delivery_teardown(struct delivery_server *server)
 {
     mx_server_free(&server->listener);
+    mx_clustermap_free(&server->cluster_map);
     mx_daemon_shards_free(&server->shards, server->n_shards);
     mx_spool_committer_free(&server->committer);
     mx_bus_free(&server->bus);

@@ -23,6 +23,9 @@ const struct mx_option delivery_options[] = {
       "second quota warning, percent of the limit (0 = none)" },
     { "delivery.store_timeout", MX_OPT_DURATION, "\"10s\"", 100, 600000, NULL,
       "how long one append may wait for the store before the message is deferred" },
+    { "delivery.cluster_map", MX_OPT_STRING_LIST, "[ ]", 0, 0, NULL,
+      "mx-ha PUB endpoints (every node's ha.publish): append to each shard's primary first; "
+      "empty = find it by trying (a replica answers STALE_EPOCH)" },
     { "delivery.default_shard", MX_OPT_STRING, "\"shard1\"", 0, 0, NULL,
       "store shard of accounts without mxStoreShard" },
     { "delivery.shards", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,

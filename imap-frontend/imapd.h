@@ -72,6 +72,7 @@ struct imapd_server {
 
     struct mx_bus *bus;
     struct mx_daemon_shard *daemon_shards;
+    struct mx_clustermap *cluster_map; /* NULL: imap.cluster_map empty */
     struct imapd_shard *shards;
     size_t n_shards;
     const char *default_shard;

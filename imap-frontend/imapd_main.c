@@ -10,6 +10,7 @@
 #include <event2/event.h>
 
 #include "mx_alloc.h"
+#include "mx_clustermap.h"
 #include "mx_tls.h"
 
 /* cidr_option - a CIDR list option; NULL list when it is empty. */
@@ -68,6 +69,10 @@ static int imapd_shards_setup(struct imapd_server *server, char **error_r)
             return -1;
         }
     }
+    if (mx_daemon_follow_cluster_map(server->bus, server->config, "imap.cluster_map",
+                                     server->daemon_shards, server->n_shards,
+                                     &server->cluster_map, error_r) < 0)
+        return -1;
     if (imapd_shard_for(server, server->default_shard) == NULL) {
         *error_r = mx_asprintf("imap.default_shard \"%s\" is not in imap.shards",
                                server->default_shard);
@@ -137,6 +142,7 @@ static int imapd_server_setup(struct imapd_server *server, char **error_r)
 static void imapd_server_teardown(struct imapd_server *server)
 {
     imapd_listen_stop(server);
+    mx_clustermap_free(&server->cluster_map);
     for (size_t i = 0; i < server->n_shards; i++)
         mx_sub_free(&server->shards[i].events);
     free(server->shards);

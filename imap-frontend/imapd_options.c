@@ -46,6 +46,9 @@ const struct mx_option imapd_options[] = {
       "largest literal (APPEND message); refused before any byte of it is read" },
     { "imap.store_timeout", MX_OPT_DURATION, "\"10s\"", 100, 600000, NULL,
       "how long one store request may wait for an answer before it is tried again / fails" },
+    { "imap.cluster_map", MX_OPT_STRING_LIST, "[ ]", 0, 0, NULL,
+      "mx-ha PUB endpoints (every node's ha.publish): ask each shard's primary first; "
+      "empty = find it by trying (a replica answers STALE_EPOCH)" },
     { "imap.default_shard", MX_OPT_STRING, "\"shard1\"", 0, 0, NULL,
       "store shard of accounts without mxStoreShard" },
     { "imap.shards", MX_OPT_GROUP_LIST, NULL, 0, 0, NULL,

@@ -54,7 +54,7 @@ import time
 from . import procs
 from .corosync import CorosyncNode
 from .delivery import Delivery
-from .ha import AGENT_PORT, HaDaemon
+from .ha import AGENT_PORT, PUBLISH as HA_PUBLISH, HaDaemon
 from .haproxy import Haproxy
 from .imapd import Imapd
 from .inbound import Inbound, _lc_list, _lc_string, build_dir
@@ -324,6 +324,9 @@ class HaCluster:
             "plaintext_auth_networks": _lc_list(["%s.0/24" % self.net.subnet, "127.0.0.0/8"]),
             "store_timeout": _lc_string(self.store_timeout),
             "auth_max_failures_per_ip": "100000",
+            # the node's own mx-ha publishes the map every node agreed on:
+            # after a failover the first request goes to the new primary
+            "cluster_map": _lc_list([HA_PUBLISH]),
         }
         state_dir = os.path.join(self.dir, "imapd-node%d" % i)
         if i in self.imapds:
