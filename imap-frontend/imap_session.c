@@ -345,8 +345,11 @@ void imap_format_internaldate(uint64_t ms, char out[32])
     time_t t = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    snprintf(out, 32, "%02d-%s-%04d %02d:%02d:%02d +0000", tm.tm_mday, months[tm.tm_mon],
-             tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    /* the modulos bound every field's width (what gmtime gives is in range
+     * anyway), so the text always fits */
+    snprintf(out, 32, "%02u-%s-%04u %02u:%02u:%02u +0000", (unsigned)tm.tm_mday % 100u,
+             months[(unsigned)tm.tm_mon % 12u], (unsigned)(tm.tm_year + 1900) % 10000u,
+             (unsigned)tm.tm_hour % 100u, (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u);
 }
 
 char *imap_uids_format(const uint32_t *uids, size_t n)
