@@ -1780,31 +1780,20 @@ int store_mailbox_subscribe(struct store_batch *b, const char *user, const char 
         op_fail(b, res, MX_STATUS_TEMPFAIL, "index read failed");
         return -1;
     }
-    if (got == 1) {
-        /* not a mailbox (deleted, or not created yet): the name alone */
-        struct store_mailbox none;
-        memset(&none, 0, sizeof none);
-        struct sbuf r = { 0 };
-        oplog_head(&r, STORE_OP_SUBSCRIPTION, user, name, &none);
-        sb_u8(&r, subscribe);
-        int ret;
-        if (orphan_sub_set(b, user, name, subscribe) != 0 || oplog_put(b, &r) != 0) {
-            free(r.data);
-            ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
-        } else {
-            ret = op_end(b, true, res);
-            if (ret == 0)
-                res->status = MX_STATUS_OK;
-        }
-        free(name);
-        return ret;
-    }
-    mb.subscribed = subscribe;
+    /* a name that is no mailbox (deleted, or not created yet) is
+     * subscribed on its own: a SUBSCRIPTION record without mailbox ids */
+    bool orphan = got == 1;
+    struct store_mailbox none;
+    memset(&none, 0, sizeof none);
+    if (!orphan)
+        mb.subscribed = subscribe;
     struct sbuf r = { 0 };
-    oplog_head(&r, STORE_OP_MAILBOX_SUBSCRIBE, user, name, &mb);
+    oplog_head(&r, orphan ? STORE_OP_SUBSCRIPTION : STORE_OP_MAILBOX_SUBSCRIBE, user, name,
+               orphan ? &none : &mb);
     sb_u8(&r, subscribe);
+    int put = orphan ? orphan_sub_set(b, user, name, subscribe) : mailbox_put(b, user, name, &mb);
     int ret;
-    if (mailbox_put(b, user, name, &mb) || oplog_put(b, &r)) {
+    if (put != 0 || oplog_put(b, &r) != 0) {
         free(r.data);
         ret = op_fail(b, res, MX_STATUS_TEMPFAIL, "index update failed");
     } else {
