@@ -390,10 +390,13 @@ static char *mailbox_arg(struct imap_session *s, size_t i)
     return name;
 }
 
-void imap_cmd_create(struct imap_session *s)
+/* mailbox_ack_command - CREATE / DELETE: one mailbox name, never INBOX
+ * (refused with inbox_refusal), one store request acked with a status. */
+static void mailbox_ack_command(struct imap_session *s, size_t max_args, enum mx_msg_type type,
+                                const char *inbox_refusal)
 {
-    if (s->cmd.n_args < 1 || s->cmd.n_args > 2) {
-        imap_done_bad(s, "CREATE needs a mailbox name");
+    if (s->cmd.n_args < 1 || s->cmd.n_args > max_args) {
+        imap_done_bad(s, "%s needs a mailbox name", s->cmd.name);
         return;
     }
     char *name = mailbox_arg(s, 0);
@@ -401,33 +404,24 @@ void imap_cmd_create(struct imap_session *s)
         return;
     if (mailbox_name_is_inbox(name)) {
         free(name);
-        imap_done_no(s, "[ALREADYEXISTS] INBOX always exists");
+        imap_done_no(s, "%s", inbox_refusal);
         return;
     }
     struct mx_frame f;
-    imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_CREATE, s->user, name);
+    imapd_store_frame(&f, type, s->user, name);
     free(name);
     imap_store_send(s, &f, ack_done);
 }
 
+void imap_cmd_create(struct imap_session *s)
+{
+    /* a second argument is CREATE's optional parameter list (RFC 4466) */
+    mailbox_ack_command(s, 2, MSG_ANY_STORE_MAILBOX_CREATE, "[ALREADYEXISTS] INBOX always exists");
+}
+
 void imap_cmd_delete(struct imap_session *s)
 {
-    if (s->cmd.n_args != 1) {
-        imap_done_bad(s, "DELETE needs a mailbox name");
-        return;
-    }
-    char *name = mailbox_arg(s, 0);
-    if (name == NULL)
-        return;
-    if (mailbox_name_is_inbox(name)) {
-        free(name);
-        imap_done_no(s, "[CANNOT] INBOX cannot be deleted");
-        return;
-    }
-    struct mx_frame f;
-    imapd_store_frame(&f, MSG_ANY_STORE_MAILBOX_DELETE, s->user, name);
-    free(name);
-    imap_store_send(s, &f, ack_done);
+    mailbox_ack_command(s, 1, MSG_ANY_STORE_MAILBOX_DELETE, "[CANNOT] INBOX cannot be deleted");
 }
 
 /* RENAME INBOX: create the target, then move every message into it. */
