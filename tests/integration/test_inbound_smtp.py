@@ -480,9 +480,17 @@ class ConnectionLimitsTest(InboundTestCase):
 
     def test_limits(self):
         # one method: the rate limit counts every connection of the class.
-        # mxlaunch's readiness probes are sessions too: wait until they ended.
-        wait_until(lambda: self.mx.log().count("event=smtp.connect ") ==
-                   self.mx.log().count("event=smtp.disconnect "), 5, "probe sessions to end")
+        # mxlaunch's readiness probes are sessions too (one per port): the
+        # kernel accepts them before the loop runs, so wait until each was
+        # taken on by the daemon AND has ended, or a late one would hold a
+        # slot of the three below.
+        probes = len(self.mx.ports)
+
+        def probes_ended():
+            log = self.mx.log()
+            connects = log.count("event=smtp.connect ")
+            return connects >= probes and connects == log.count("event=smtp.disconnect ")
+        wait_until(probes_ended, 5, "probe sessions to end")
         conns = [self.raw() for _ in range(3)]
         for c in conns:
             self.assertEqual(c.greeting.code, 220)
