@@ -253,4 +253,11 @@ class InboundTestCase(unittest.TestCase):
         wait_until(lambda: queue_id in self.sink.messages(), timeout,
                    "message %s at the sink" % queue_id)
         wait_until(lambda: not self.mx.spool_entries(), timeout, "an empty spool")
+        # mx-inbound removes the spool entry first and logs afterwards
+        self.wait_logged("event=handoff.done id=%s " % queue_id)
         return self.sink.messages()[queue_id]
+
+    def wait_logged(self, text, timeout=10.0):
+        """wait_logged - text appears in mx-inbound's log (it is written
+        after the action it reports, so a test must not race it)."""
+        wait_until(lambda: text in self.mx.log(), timeout, "%r in the log" % text)

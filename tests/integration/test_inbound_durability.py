@@ -141,7 +141,7 @@ class KillTest(InboundTestCase):
             if not self.sink.proc.running:
                 self.sink.start()
         self.assertEqual(subjects(self.sink).count("dedup"), 1)
-        self.assertIn("event=handoff.done id=%s status=duplicate" % qid, self.mx.log())
+        self.wait_logged("event=handoff.done id=%s status=duplicate" % qid)
 
     def sink_log(self):
         with open(os.path.join(self.sink.dir, "sink.log"), errors="replace") as f:
@@ -252,9 +252,10 @@ class TempfailTest(InboundTestCase):
     def test_tempfail_retried(self):
         qid = send(self.mx.port("mta"), "tempfail")
         self.wait_delivered(qid, timeout=30)
+        done = "event=handoff.done id=%s status=ok attempts=3" % qid
         log = self.mx.log()
         self.assertEqual(log.count("event=handoff.deferred id=%s" % qid), 2, log[-3000:])
-        self.assertIn("event=handoff.done id=%s status=ok attempts=3" % qid, log)
+        self.assertIn(done, log)
 
 
 class NoFilterCase(InboundTestCase):
