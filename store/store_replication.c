@@ -172,6 +172,11 @@ struct store_repl {
     struct peer **peers;
     size_t n_peers;
     uint64_t committed; /* primary: last committed seq */
+    /* primary: held client writes up to this seq lost a replica of their
+     * epoch before it confirmed them; they are answered TEMPFAIL, never
+     * OK (DESIGN.md: a replica that does not answer in time is a tempfail,
+     * even once mx-ha lets the primary go on without it) */
+    uint64_t unconfirmed_upto;
 };
 
 static uint64_t now_ms(void)
@@ -213,6 +218,25 @@ uint64_t store_repl_safe_seq(const struct store_repl *r)
             safe = a;
     }
     return safe;
+}
+
+uint64_t store_repl_unconfirmed_upto(const struct store_repl *r)
+{
+    return r ? r->unconfirmed_upto : 0;
+}
+
+/* writes_unconfirmable - the writes committed so far will not all be
+ * confirmed by the replicas they were waiting for. */
+static void writes_unconfirmable(struct store_repl *r, const char *replica, const char *why)
+{
+    if (r->role != MX_HA_PRIMARY || !r->sync || r->committed <= r->unconfirmed_upto)
+        return;
+    mx_log(MX_LOG_WARNING, "store.writes_unconfirmed", MX_KV("pair", r->pair), MX_KV("replica", replica),
+           MX_KV("why", why), MX_KVU("upto_seq", r->committed),
+           MX_KV("effect", "held client writes are answered TEMPFAIL"));
+    r->unconfirmed_upto = r->committed;
+    if (r->notify)
+        r->notify(r->notify_ctx);
 }
 
 bool store_repl_may_hold(const struct store_repl *r)
@@ -365,6 +389,8 @@ static void peer_lost(struct peer *p, const char *why, bool report_lost)
     p->in_sync = false;
     p->told_in_sync = false;
     p->r->report_again = true;
+    if (report_lost && p->acked < p->r->committed)
+        writes_unconfirmable(p->r, p->endpoint, why);
 }
 
 /* refused_with_higher_epoch - the peer knows a newer epoch: we are not
@@ -1015,6 +1041,13 @@ static void assign(struct store_repl *r, const struct mx_frame_view *f)
             }
             if (m.seq > r->committed)
                 r->committed = m.seq;
+        }
+        for (size_t i = 0; i < r->n_peers && r->role == MX_HA_PRIMARY; i++) {
+            bool kept = false;
+            for (size_t k = 0; k < n && !kept; k++)
+                kept = strcmp(peers[k], r->peers[i]->endpoint) == 0;
+            if (!kept && r->peers[i]->acked < r->committed)
+                writes_unconfirmable(r, r->peers[i]->endpoint, "mx-ha dropped the replica");
         }
         if (peers_changed) {
             mx_log(MX_LOG_NOTICE, "store.ha_replicas", MX_KV("pair", r->pair), MX_KVU("epoch", epoch),

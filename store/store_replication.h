@@ -28,8 +28,12 @@
  *    the network). A replica that does not ack in store.replication_timeout
  *    is reported lost: the primary's F_IN_SYNC turns 0 and the replica is
  *    left out of the report's F_PEER_ENDPOINT list; mx-ha then reassigns
- *    the primary without it in a new epoch (degraded), which releases the
- *    held replies. A replica merely catching up is not lost.
+ *    the primary without it in a new epoch (degraded). The client writes
+ *    committed before the loss (or before mx-ha dropped the replica) that
+ *    it had not confirmed are answered TEMPFAIL, never OK
+ *    (store_repl_unconfirmed_upto); writes of the degraded epoch are
+ *    acknowledged after the local commit. A replica merely catching up is
+ *    not lost.
  *  - Replica: applies in order, durably (one LMDB commit + fsyncs per
  *    message), acks F_SEQ = last applied; F_IN_SYNC 1 once a primary of its
  *    current epoch said nothing is left (F_LAG 0), reset on a new epoch.
@@ -77,6 +81,10 @@ bool store_repl_primary(const struct store_repl *repl);
 /* store_repl_safe_seq - a client write whose batch ended at seq may be
  * acknowledged iff seq <= this (UINT64_MAX: async, degraded or no HA). */
 uint64_t store_repl_safe_seq(const struct store_repl *repl);
+/* store_repl_unconfirmed_upto - a held client write whose batch ended at
+ * seq <= this and that is not safe lost a replica of its epoch before the
+ * replica confirmed it: refuse it with TEMPFAIL (0: none). */
+uint64_t store_repl_unconfirmed_upto(const struct store_repl *repl);
 /* store_repl_may_hold - FENCED only for a moment (less than
  * store.ha_lease): client writes committed earlier keep waiting instead of
  * being refused, since a primary told a new epoch by a replica before its

@@ -399,17 +399,25 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* refuse_job - a committed write that may not be acknowledged: a retry
+ * dedups (APPEND by message id) or redoes it. */
+static void refuse_job(struct store_job *j, enum mx_status status, const char *text)
+{
+    mx_frame_free(&j->reply);
+    j->status = status;
+    ack_frame(&j->reply, status, text);
+}
+
 /* reply_job - send a committed job's reply (and its change events). */
 static void reply_job(struct store_server *s, struct store_job *j)
 {
     const char *error = NULL;
     if (j->seq && !store_repl_primary(s->repl)) {
         /* fenced or demoted before the replicas confirmed: the write
-         * may not survive a failover, so it is not acknowledged (a
-         * retry at the new primary dedups or redoes it) */
-        mx_frame_free(&j->reply);
-        j->status = MX_STATUS_STALE_EPOCH;
-        ack_frame(&j->reply, MX_STATUS_STALE_EPOCH, "not the primary any more");
+         * may not survive a failover */
+        refuse_job(j, MX_STATUS_STALE_EPOCH, "not the primary any more");
+    } else if (j->seq > store_repl_safe_seq(s->repl)) {
+        refuse_job(j, MX_STATUS_TEMPFAIL, "the replica did not confirm the write in time");
     }
     if (mx_server_reply(&j->req, &j->reply, &error) < 0)
         mx_log(MX_LOG_WARNING, "store.reply_failed", MX_KV("error", error), MX_KV("user", j->user));
@@ -431,15 +439,18 @@ static void reply_job(struct store_server *s, struct store_job *j)
     job_free(j);
 }
 
-/* release_waiting - reply to held jobs the replicas have confirmed, or
- * refuse them all once the store is not primary. */
+/* release_waiting - reply to held jobs the replicas have confirmed, refuse
+ * those a replica of their epoch will never confirm (TEMPFAIL), or refuse
+ * them all once the store is not primary (STALE_EPOCH). */
 static void release_waiting(struct store_server *s)
 {
     bool primary = store_repl_primary(s->repl);
     uint64_t safe = store_repl_safe_seq(s->repl);
+    uint64_t unconfirmed = store_repl_unconfirmed_upto(s->repl);
     if (!primary && store_repl_may_hold(s->repl))
         return;
-    while (s->waiting && (!primary || s->waiting->seq <= safe)) {
+    while (s->waiting &&
+           (!primary || s->waiting->seq <= safe || s->waiting->seq <= unconfirmed)) {
         struct store_job *j = s->waiting;
         s->waiting = j->next;
         if (s->waiting == NULL)

@@ -36,7 +36,7 @@ from mxlaunch.store import FakeHa, Store  # noqa: E402
 
 USER = "alice@example.test"
 USER2 = "bob@example.test"
-OK, DUPLICATE, STALE_EPOCH = 0, 1, 7
+OK, DUPLICATE, TEMPFAIL, STALE_EPOCH = 0, 1, 2, 7
 FENCED, PRIMARY, REPLICA = 0, 1, 2
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 FETCH_FLAGS, FETCH_POP3_UIDL = 0x1, 0x80
@@ -207,8 +207,7 @@ class StoreReplicationTest(unittest.TestCase):
         # A commits an append it never acknowledges, then dies
         b.stop()
         lost_id = new_id()
-        with self.assertRaises(procs.ProcessError):
-            self.append(a, 77, msgid=lost_id, timeout_ms=1500)
+        self.assertEqual(self.append(a, 77, msgid=lost_id, timeout_ms=10000).status, TEMPFAIL)
         # the primary tells its mx-ha that it lost B (so mx-ha can drop it)
         self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0 and self.rep["b"] not in r["peer"],
                                  what="A reporting B lost")
@@ -255,21 +254,36 @@ class StoreReplicationTest(unittest.TestCase):
         self.ha["a"].assign("primary", 1, [self.rep["b"]])
         self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync")
         self.assertEqual(self.append(a, 1).status, OK)
-        b.stop()
-        result = {}
-
-        def held():
-            result["reply"] = self.append(a, 2, timeout_ms=20000)
-        t = threading.Thread(target=held)
-        t.start()
+        # a paused replica: the write waits for it, then is refused (TEMPFAIL,
+        # never OK) once the replica missed store.replication_timeout
+        b.proc.pause()
+        try:
+            started = time.monotonic()
+            r = self.append(a, 2, timeout_ms=20000)
+            waited = time.monotonic() - started
+        finally:
+            b.proc.resume()
+        self.assertEqual(r.status, TEMPFAIL, "a sync primary acknowledged without its replica")
+        self.assertGreaterEqual(waited, 0.9, "refused before store.replication_timeout (1s)")
+        self.assertIn("store.writes_unconfirmed", a.log())
         self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0, what="A reporting B lost")
+        b.stop()
+        # a write committed after the loss, before mx-ha's decision, is held
+        # and refused too when mx-ha drops the replica
+        result = {}
+        retry_id = new_id()
+        t = threading.Thread(target=lambda: result.setdefault(
+            "r", self.append(a, 3, msgid=retry_id, timeout_ms=20000)))
+        t.start()
         time.sleep(0.5)
-        self.assertNotIn("reply", result, "a sync primary acknowledged without its replica")
-        # mx-ha drops the lost replica in a new epoch: the held write is released
-        self.ha["a"].assign("primary", 2)
+        self.assertNotIn("r", result, "a sync primary acknowledged without its replica")
+        self.ha["a"].assign("primary", 2)  # degraded: A alone, a new epoch
         t.join(timeout=20)
-        self.assertEqual(result["reply"].status, OK, result)
-        self.assertEqual(self.append(a, 3).status, OK)  # degraded: local commit is enough
+        self.assertEqual(result["r"].status, TEMPFAIL, result)
+        # the refused write is committed all the same: the sender's retry of
+        # the same message id answers DUPLICATE instead of storing it twice
+        self.assertEqual(self.append(a, 3, msgid=retry_id).status, DUPLICATE)
+        self.assertEqual(self.append(a, 4).status, OK)  # degraded: local commit is enough
 
     def test_replica_with_records_of_its_own_is_resynced(self):
         a, b = self.stores["a"], self.stores["b"]
@@ -312,19 +326,16 @@ class StoreReplicationTest(unittest.TestCase):
             files = maildir_files(a)
             self.assertEqual(files, maildir_files(b))
             self.assertEqual(files, maildir_files(c))
-        # C goes away: A holds writes, reports the loss, and mx-ha's
-        # reassignment with B alone releases them
+        # C goes away: the write C never confirms is refused, A reports the
+        # loss, and mx-ha's reassignment with B alone takes new writes
         c.stop()
-        result = {}
-        t = threading.Thread(target=lambda: result.setdefault("r", self.append(a, 99, timeout_ms=20000)))
-        t.start()
+        self.assertEqual(self.append(a, 99, timeout_ms=20000).status, TEMPFAIL)
         self.ha["a"].wait_report(lambda r: r.get("in_sync") == 0 and r["peer"] == [self.rep["b"]],
                                  what="A reporting C lost, B kept")
-        self.assertNotIn("r", result)
         self.ha["b"].assign("replica", 2)
         self.ha["a"].assign("primary", 2, [self.rep["b"]])
-        t.join(timeout=20)
-        self.assertEqual(result["r"].status, OK)
+        self.wait_role("a", PRIMARY, 2)
+        self.assertEqual(self.append(a, 100).status, OK)
         self.assertEqual(maildir_files(a), maildir_files(b))
 
 
