@@ -185,7 +185,8 @@
     X(MSG_STORE_STORE_REPLICA_POSITION,   341, "replica -> primary",             \
       "F_STATUS, F_SEQ (last applied), F_EPOCH (epoch of that record), "        \
       "F_SEQ_EPOCH_SET (history: \"epoch:first_seq,...\"), [F_OPLOG_RECORD "    \
-      "(the record at F_SEQ: the primary compares it byte for byte)]")         \
+      "(the record at F_SEQ: the primary compares it byte for byte)], "        \
+      "[F_NEEDS_SNAPSHOT 1: a snapshot did not finish, F_SEQ means nothing]")  \
     X(MSG_STORE_STORE_OPLOG_APPLY,        342, "primary -> replica",             \
       "F_SHARD, F_EPOCH, F_SEQ (of the first record), F_SEQ_EPOCH_SET (the "   \
       "primary's history), F_LAG (records committed after these), "             \
@@ -194,8 +195,19 @@
       "acked (MSG_ANY_ACK, F_SEQ = last applied) only after the replica's "     \
       "own durable commit")                                                     \
     X(MSG_STORE_STORE_RESYNC_BEGIN,       343, "primary -> replica",             \
-      "F_SHARD, F_EPOCH: the replica's log diverged or is behind a trimmed "    \
-      "log: it wipes its index and Maildirs; records then follow from seq 1")  \
+      "F_SHARD, F_EPOCH, F_SEQ (S0: the primary's last seq in the snapshot): "  \
+      "the replica's log diverged or is behind the primary's trimmed log: it "  \
+      "wipes its index and Maildirs (marked incomplete until SNAPSHOT_END); "   \
+      "SNAPSHOT_CHUNKs follow")                                                 \
+    X(MSG_STORE_STORE_SNAPSHOT_CHUNK,     344, "primary -> replica",             \
+      "F_SHARD, F_EPOCH, F_SEQ (S0), (F_SNAPSHOT_ROW [F_BODY])*: index rows "   \
+      "in order, a live message row followed by its file's bytes (none: the "   \
+      "file is gone, a later record expunges it); acked after the durable "     \
+      "commit")                                                                 \
+    X(MSG_STORE_STORE_SNAPSHOT_END,       345, "primary -> replica",             \
+      "F_SHARD, F_EPOCH, F_SEQ (S0), F_SEQ_EPOCH_SET (history up to S0), "      \
+      "[F_OPLOG_RECORD (the record at S0)]: the replica's log now ends at S0; "  \
+      "acked (MSG_ANY_ACK, F_SEQ = S0), then OPLOG_APPLY from S0 + 1")          \
     /* mx-ha <-> local daemons and the cluster map (issue 6). */             \
     X(MSG_HA_ANY_ROLE_ASSIGN,             400, "ha -> local daemon",             \
       "F_PAIR, F_HA_ROLE (enum mx_ha_role), F_EPOCH, F_PEER_ENDPOINT* (for a "  \
@@ -306,7 +318,9 @@
     X(F_LAG,           101, U64,   "replication lag in records")                 \
     X(F_FIRST_UNSEEN,  110, U32,   "UID of the first message without \\\\Seen (0 = none)") \
     X(F_CLAIM,         111, U32,   "1 = claim \\\\Recent, 0 = only look")                  \
-    X(F_VIEW_ID,       112, U64,   "mx-ha: the Corosync CPG view a STATE was sent in (hash of its members)")
+    X(F_VIEW_ID,       112, U64,   "mx-ha: the Corosync CPG view a STATE was sent in (hash of its members)") \
+    X(F_SNAPSHOT_ROW,  113, BYTES, "one index row of a store snapshot: u8 database, u32 key length, key, value") \
+    X(F_NEEDS_SNAPSHOT, 114, U32,  "1 = the replica holds no usable log (an interrupted snapshot)")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

@@ -7,8 +7,11 @@
  *   messages   u64 mailbox id, u32 uid  -> message record (BE keys, so a
  *                                           cursor walks a mailbox in UID order)
  *   dedup      u64 mailbox id, 16-byte cluster message id -> u32 uid
- *   meta       "version" u32, "seq" u64 (last sequence), "mailbox_id" u64,
- *              "uidvalidity" u32 (store-wide counters)
+ *   meta       "version" u32, "seq" u64 (last sequence), "oplog_first" u64
+ *              (first record kept), "mailbox_id" u64, "uidvalidity" u64
+ *              (store-wide counters), "epoch", "epoch_history" (HA),
+ *              "snapshot_incomplete" (a snapshot resync is loading), and
+ *              "osub:" user NUL name (orphan subscriptions)
  *
  * Every state change is ONE write transaction that appends its op record(s)
  * to oplog AND updates the index; a batch (group commit) is one transaction
@@ -44,10 +47,19 @@
  *  - Encoding: u8 record version (STORE_OP_VERSION), u8 type, then fields
  *    in a fixed order per type; integers big-endian, strings as u32 length
  *    + bytes. Readers refuse versions they do not know.
- *  - The log is never trimmed today: a replica that was away always
- *    catches up from its last record; one whose log diverged is wiped and
- *    resynced from seq 1 (store_replication.h). A replica applies records
- *    with store_apply, which keeps ids, UIDs, MODSEQs and file names.
+ *  - The log is TRIMMED: every store keeps the newest store.oplog_keep
+ *    records (store_oplog_set_keep), a primary also those a replica it
+ *    ships to still needs (store_oplog_set_floor, at most
+ *    STORE_OPLOG_KEEP_FOR_REPLICAS x keep). store_batch_commit deletes at
+ *    most STORE_OPLOG_TRIM_STEP of the oldest per batch, in the batch's
+ *    transaction, and keeps meta "oplog_first" (absent = 1) = the first
+ *    record left; store_oplog_foreach simply starts there. Records stay
+ *    contiguous from oplog_first to "seq".
+ *  - A replica that was away catches up from its last record while the
+ *    primary still has the ones after it; otherwise, or when its log
+ *    diverged, it gets a snapshot (store_snapshot_*, below; the rules in
+ *    store_replication.h). A replica applies records with store_apply,
+ *    which keeps ids, UIDs, MODSEQs and file names.
  *  - Start-up recovery (orphans indexed, missing files expunged) writes
  *    records of its own: on an HA store that was a replica this makes its
  *    log differ from its primary's, which the primary detects and answers
@@ -277,14 +289,98 @@ int store_message_locate(struct store *st, MDB_txn *txn, const char *user, uint6
 struct store_ha_meta {
     uint64_t epoch;
     uint64_t seq; /* last oplog record */
+    uint64_t oplog_first; /* first record still in the oplog (meta "oplog_first", absent = 1) */
+    bool snapshot_incomplete; /* a snapshot resync began and did not finish */
     char history[12288]; /* STORE_HISTORY_MAX ranges of two 20-digit numbers */
 };
 int store_ha_read(struct store *st, MDB_txn *txn, struct store_ha_meta *meta_r);
 /* store_ha_write - set epoch and/or history (NULL = keep) in batch. */
 int store_ha_write(struct store_batch *batch, const uint64_t *epoch, const char *history);
-/* store_wipe - empty the index (keeping "epoch") and remove every Maildir
- * under the root: a replica's full resync starts from here. */
+/* store_wipe - empty the index (keeping "epoch" and the "uidvalidity"
+ * high-water mark), set meta "snapshot_incomplete" in the same commit and
+ * remove every Maildir under the root: a replica's snapshot resync starts
+ * from here, and only store_snapshot_load_finish clears the marker. */
 int store_wipe(struct store *st, char **error_r);
+
+/* ---- the operation log's length (trimming) ------------------------------ */
+
+#define STORE_OPLOG_KEEP_DEFAULT 1000000
+#define STORE_OPLOG_KEEP_MIN 100
+/* A primary keeps records a replica it ships to still needs, but never
+ * more than this many times oplog_keep: a replica away longer gets a
+ * snapshot instead. */
+#define STORE_OPLOG_KEEP_FOR_REPLICAS 4
+/* Records deleted per batch at most: trimming a long log is spread over
+ * many batches instead of stalling one. */
+#define STORE_OPLOG_TRIM_STEP 10000
+
+/* store_oplog_set_keep - keep at least the newest keep records (clamped to
+ * STORE_OPLOG_KEEP_MIN); set once before the first batch. */
+void store_oplog_set_keep(struct store *st, uint64_t keep);
+/* store_oplog_set_floor - keep every record from seq on (a replica still
+ * needs them), within STORE_OPLOG_KEEP_FOR_REPLICAS x keep; UINT64_MAX =
+ * no such need. Any thread (the writer thread reads it at each commit). */
+void store_oplog_set_floor(struct store *st, uint64_t seq);
+/* store_oplog_trim_target - records below the returned seq may go, given
+ * the last seq, keep and floor (pure; exposed for tests). */
+uint64_t store_oplog_trim_target(uint64_t last, uint64_t keep, uint64_t floor);
+
+/* ---- snapshot resync (store_replication.c drives these) ---------------- */
+
+/* The primary's side: one LMDB read transaction gives a consistent image
+ * at its last seq S0. Rows come in database order: meta counters
+ * ("mailbox_id", "uidvalidity", orphan subscriptions), mailboxes, messages
+ * (tombstones included), dedup. Each row is encoded for the wire (u8
+ * database, u32 key length, key, value); a live message row also names the
+ * message file as of S0. */
+struct store_snapshot;
+struct store_snapshot_row {
+    const uint8_t *wire; /* valid until the next store_snapshot_next */
+    size_t wire_len;
+    uint64_t mailbox_id; /* a mailbox or message row: its mailbox; else 0 */
+    /* a live message: the file as of S0 (heap, full path) and how to find
+     * it if it moved since (store_message_locate); NULL path otherwise */
+    char *path;
+    char user[512];
+    uint32_t uid;
+};
+/* store_snapshot_open - begin a read transaction (kept open until close:
+ * the thread that opened it uses it, MDB_NOTLS). */
+int store_snapshot_open(struct store *st, struct store_snapshot **snap_r, char **error_r);
+void store_snapshot_close(struct store_snapshot **snap);
+uint64_t store_snapshot_seq(const struct store_snapshot *snap);
+/* store_snapshot_history - the epoch history as of S0. */
+const char *store_snapshot_history(const struct store_snapshot *snap);
+/* store_snapshot_record - the record at S0 (NULL if S0 = 0 or it is gone). */
+const uint8_t *store_snapshot_record(const struct store_snapshot *snap, size_t *len_r);
+/* store_snapshot_next - the next row: 0, 1 at the end, -1 on a read error.
+ * row->path is the caller's to free. */
+int store_snapshot_next(struct store_snapshot *snap, struct store_snapshot_row *row);
+
+/* The replica's side, after store_wipe: one loader per snapshot, rows
+ * written in batches (one per chunk). A row whose message file did not
+ * come (body NULL: the primary no longer had it) is indexed as it was at
+ * S0; the EXPUNGE or MAILBOX_DELETE record after S0 follows. Files are
+ * written without a per-file fsync: the batch commit runs syncfs() first. */
+struct store_snapshot_load;
+/* store_snapshot_pending - is meta "snapshot_incomplete" set (or the
+ * index unreadable)? */
+bool store_snapshot_pending(struct store *st);
+struct store_snapshot_load *store_snapshot_load_new(uint64_t seq);
+void store_snapshot_load_free(struct store_snapshot_load **load);
+uint64_t store_snapshot_load_seq(const struct store_snapshot_load *load);
+int store_snapshot_load_row(struct store_batch *batch, struct store_snapshot_load *load,
+                            const uint8_t *wire, size_t wire_len, const void *body,
+                            size_t body_len, char **error_r);
+/* store_snapshot_load_finish - meta "seq" = S0, the record at S0 (if any)
+ * as the log's only record ("oplog_first" = S0, else S0 + 1), the epoch
+ * history, and the marker cleared, in batch. */
+int store_snapshot_load_finish(struct store_batch *batch, struct store_snapshot_load *load,
+                               const char *history, const uint8_t *rec, size_t rec_len,
+                               char **error_r);
+/* counters for the log line */
+void store_snapshot_load_stats(const struct store_snapshot_load *load, uint64_t *rows_r,
+                               uint64_t *files_r, uint64_t *bytes_r);
 
 /* ---- start-up ---------------------------------------------------------- */
 

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,8 @@ struct store {
     char *root;
     MDB_env *env;
     MDB_dbi oplog, mailboxes, messages, dedup, meta;
+    uint64_t oplog_keep;         /* set before the first batch */
+    _Atomic uint64_t oplog_floor; /* store_oplog_set_floor: set on the loop, read by the writer */
 };
 
 /* ---- explicit record encoding ----------------------------------------- */
@@ -212,6 +215,8 @@ int store_open(const char *root, size_t map_size, struct store **st_r, char **er
     }
     struct store *st = mx_calloc(1, sizeof *st);
     st->root = mx_strdup(root);
+    st->oplog_keep = STORE_OPLOG_KEEP_DEFAULT;
+    atomic_init(&st->oplog_floor, UINT64_MAX);
     MDB_txn *txn = NULL;
     int rc = mdb_env_create(&st->env);
     if (rc == 0)
@@ -525,6 +530,7 @@ struct store_batch {
     uint64_t seq, op_seq;
     struct batch_folder *folders;
     size_t n_folders;
+    bool syncfs_before_commit; /* a snapshot chunk wrote files without fsync */
 };
 
 static int meta_get_u64(struct store_batch *b, MDB_txn *txn, const char *key, uint64_t *v_r)
@@ -591,10 +597,105 @@ void store_batch_abort(struct store_batch **bp)
     *bp = NULL;
 }
 
+/* ---- trimming the operation log ----------------------------------------- */
+
+void store_oplog_set_keep(struct store *st, uint64_t keep)
+{
+    st->oplog_keep = keep < STORE_OPLOG_KEEP_MIN ? STORE_OPLOG_KEEP_MIN : keep;
+}
+
+void store_oplog_set_floor(struct store *st, uint64_t seq) { atomic_store(&st->oplog_floor, seq); }
+
+uint64_t store_oplog_trim_target(uint64_t last, uint64_t keep, uint64_t floor)
+{
+    uint64_t keep_from = last >= keep ? last - keep + 1 : 1;
+    uint64_t cap = keep * STORE_OPLOG_KEEP_FOR_REPLICAS;
+    uint64_t cap_from = last >= cap ? last - cap + 1 : 1;
+    uint64_t target = floor < keep_from ? floor : keep_from;
+    if (target < cap_from)
+        target = cap_from;
+    return target ? target : 1;
+}
+
+/* oplog_trim - delete up to STORE_OPLOG_TRIM_STEP of the oldest records
+ * the policy lets go, and advance meta "oplog_first", in a nested
+ * transaction of the batch: a failure here costs the trim, never the
+ * batch's writes. Runs in every committing batch, so the log never grows
+ * much past what it keeps (a batch adds at most store.max_batch ops' worth
+ * of records, and removes up to STORE_OPLOG_TRIM_STEP). */
+static void oplog_trim(struct store_batch *b)
+{
+    struct store *st = b->st;
+    if (b->seq == 0 || b->txn == NULL)
+        return;
+    uint64_t target = store_oplog_trim_target(b->seq, st->oplog_keep, atomic_load(&st->oplog_floor));
+    uint64_t first;
+    if (meta_get_u64(b, b->txn, "oplog_first", &first) < 0 || (first ? first : 1) >= target)
+        return;
+    MDB_txn *t;
+    MDB_cursor *c = NULL;
+    int rc = mdb_txn_begin(st->env, b->txn, 0, &t);
+    if (rc != 0)
+        goto fail_nested;
+    rc = mdb_cursor_open(t, st->oplog, &c);
+    uint64_t next = target;
+    size_t deleted = 0;
+    MDB_val k, v;
+    for (int op = MDB_FIRST; rc == 0; op = MDB_NEXT) {
+        rc = mdb_cursor_get(c, &k, &v, (MDB_cursor_op)op);
+        if (rc != 0)
+            break;
+        uint64_t seq = k.mv_size == 8 ? get_be64(k.mv_data) : 0;
+        if (seq >= target || deleted == STORE_OPLOG_TRIM_STEP) {
+            next = seq < target ? seq : target;
+            break;
+        }
+        rc = mdb_cursor_del(c, 0);
+        deleted++;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (c)
+        mdb_cursor_close(c);
+    if (rc == 0) {
+        uint8_t x[8];
+        be64(x, next);
+        MDB_val mk = { 11, "oplog_first" }, mv = { 8, x };
+        rc = mdb_put(t, st->meta, &mk, &mv, 0);
+    }
+    if (rc == 0)
+        rc = mdb_txn_commit(t);
+    else
+        mdb_txn_abort(t);
+    if (rc == 0)
+        return;
+fail_nested:
+    mx_log(MX_LOG_ERR, "store.oplog_trim_failed", MX_KV("root", st->root), MX_KVU("target", target),
+           MX_KV("error", mdb_strerror(rc)));
+}
+
+/* sync_root_fs - make every file written without its own fsync durable
+ * (snapshot chunks: one syncfs instead of thousands of fsyncs). */
+static int sync_root_fs(struct store *st, char **error_r)
+{
+    int fd = open(st->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || syncfs(fd) != 0) {
+        *error_r = mx_asprintf("store: syncfs %s: %s", st->root, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 int store_batch_commit(struct store_batch **bp, char **error_r)
 {
     struct store_batch *b = *bp;
     int ret = 0;
+    oplog_trim(b);
+    if (b->syncfs_before_commit && sync_root_fs(b->st, error_r) < 0)
+        ret = -1;
     /* The files must be durable before the index says they exist. */
     for (size_t i = 0; i < b->n_folders && ret == 0; i++) {
         const char *err;
@@ -2253,7 +2354,7 @@ int store_message_locate(struct store *st, MDB_txn *txn, const char *user, uint6
  * earlier, uncommitted apply left). The directory fsync is the batch's. */
 static int apply_file(struct batch_folder *f, const char *name, enum maildir_subdir subdir,
                       const char *file, const void *body, size_t len, uint64_t idate,
-                      char **error_r)
+                      bool sync_file, char **error_r)
 {
     char *dir = NULL;
     const char *error;
@@ -2282,7 +2383,7 @@ static int apply_file(struct batch_folder *f, const char *name, enum maildir_sub
     }
     struct timespec times[2] = { { (time_t)(idate / 1000), (long)(idate % 1000) * 1000000 },
                                  { (time_t)(idate / 1000), (long)(idate % 1000) * 1000000 } };
-    if (done != len || futimens(fd, times) != 0 || fsync(fd) != 0) {
+    if (done != len || futimens(fd, times) != 0 || (sync_file && fsync(fd) != 0)) {
         *error_r = mx_asprintf("write %s/%s: %s", maildir_path(f->md), tmp, strerror(errno));
         close(fd);
         (void)unlinkat(rootfd, tmp, 0);
@@ -2334,7 +2435,7 @@ static int apply_append(struct store_batch *b, struct srd *r, const struct op_he
     uint8_t *blob = NULL;
     size_t blob_len = 0;
     if (body) {
-        if (apply_file(f, h->name, m.subdir, m.file, body, body_len, m.internaldate, error_r) < 0)
+        if (apply_file(f, h->name, m.subdir, m.file, body, body_len, m.internaldate, true, error_r) < 0)
             return -1;
         struct mime_cache *mc = NULL;
         if (mime_cache_build(body, body_len, &mc, &error) == 0) {
@@ -2645,13 +2746,21 @@ int store_apply(struct store_batch *b, uint64_t seq, const uint8_t *rec, size_t 
 /* ---- replication state in meta ---------------------------------------- */
 
 #define HISTORY_KEY "epoch_history"
+/* set by store_wipe, cleared by store_snapshot_load_finish: the index is
+ * a partial copy, its log position means nothing */
+#define SNAPSHOT_MARK_KEY "snapshot_incomplete"
 
 int store_ha_read(struct store *st, MDB_txn *txn, struct store_ha_meta *m)
 {
     memset(m, 0, sizeof *m);
     struct store_batch probe = { .st = st };
-    if (meta_get_u64(&probe, txn, "epoch", &m->epoch) < 0 || meta_get_u64(&probe, txn, "seq", &m->seq) < 0)
+    if (meta_get_u64(&probe, txn, "epoch", &m->epoch) < 0 || meta_get_u64(&probe, txn, "seq", &m->seq) < 0 ||
+        meta_get_u64(&probe, txn, "oplog_first", &m->oplog_first) < 0)
         return -1;
+    if (m->oplog_first == 0)
+        m->oplog_first = 1;
+    MDB_val mk = { strlen(SNAPSHOT_MARK_KEY), SNAPSHOT_MARK_KEY }, mv;
+    m->snapshot_incomplete = mdb_get(txn, st->meta, &mk, &mv) == 0;
     MDB_val k = { strlen(HISTORY_KEY), HISTORY_KEY }, v;
     int rc = mdb_get(txn, st->meta, &k, &v);
     if (rc == MDB_NOTFOUND)
@@ -2711,21 +2820,45 @@ static int wipe_tree(int parent_fd, const char *path)
 
 int store_wipe(struct store *st, char **error_r)
 {
-    MDB_txn *txn;
+    MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     MDB_dbi dbis[] = { st->oplog, st->mailboxes, st->messages, st->dedup };
     for (size_t i = 0; rc == 0 && i < sizeof dbis / sizeof dbis[0]; i++)
         rc = mdb_drop(txn, dbis[i], 0);
-    static const char *const keys[] = { "seq", "mailbox_id", HISTORY_KEY };
+    static const char *const keys[] = { "seq", "mailbox_id", "oplog_first", HISTORY_KEY };
     for (size_t i = 0; rc == 0 && i < sizeof keys / sizeof keys[0]; i++) {
         MDB_val k = { strlen(keys[i]), (void *)keys[i] };
         rc = mdb_del(txn, st->meta, &k, NULL);
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
+    /* orphan subscriptions are index state too: the snapshot brings the
+     * primary's */
+    MDB_cursor *c = NULL;
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, st->meta, &c);
+    if (rc == 0) {
+        size_t pl = strlen(ORPHAN_SUB_PREFIX);
+        for (;;) {
+            MDB_val k = { pl, ORPHAN_SUB_PREFIX }, v;
+            rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+            if (rc != 0 || k.mv_size < pl || memcmp(k.mv_data, ORPHAN_SUB_PREFIX, pl) != 0)
+                break;
+            rc = mdb_cursor_del(c, 0);
+            if (rc != 0)
+                break;
+        }
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        mdb_cursor_close(c);
+    }
+    if (rc == 0) {
+        MDB_val k = { strlen(SNAPSHOT_MARK_KEY), SNAPSHOT_MARK_KEY }, v = { 1, "1" };
+        rc = mdb_put(txn, st->meta, &k, &v, 0);
+    }
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
-    } else {
+    } else if (txn) {
         mdb_txn_abort(txn);
     }
     if (rc != 0) {
@@ -2757,4 +2890,480 @@ int store_wipe(struct store *st, char **error_r)
     }
     closedir(d);
     return ret;
+}
+
+/* ---- snapshot resync ------------------------------------------------------ */
+
+/* The databases a snapshot carries, in the order it carries them: meta
+ * first (the counters), mailboxes before messages (a message row needs its
+ * mailbox's user and name to place the file). */
+enum snapshot_db {
+    SNAP_META = 1,
+    SNAP_MAILBOXES = 2,
+    SNAP_MESSAGES = 3,
+    SNAP_DEDUP = 4,
+    SNAP_END = 5,
+};
+
+/* mailbox id -> user and name, for placing message files */
+struct snap_mailbox {
+    uint64_t id;
+    char *user, *name;
+};
+struct snap_mailboxes {
+    struct snap_mailbox *v;
+    size_t n;
+    bool sorted;
+};
+
+static void snap_mailboxes_add(struct snap_mailboxes *m, uint64_t id, const char *user, size_t user_len,
+                               const char *name, size_t name_len)
+{
+    m->v = mx_reallocarray(m->v, m->n + 1, sizeof *m->v);
+    m->v[m->n++] = (struct snap_mailbox){ id, mx_strndup(user, user_len), mx_strndup(name, name_len) };
+    m->sorted = false;
+}
+
+static int cmp_snap_mailbox(const void *a, const void *b)
+{
+    uint64_t x = ((const struct snap_mailbox *)a)->id, y = ((const struct snap_mailbox *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+static const struct snap_mailbox *snap_mailboxes_find(struct snap_mailboxes *m, uint64_t id)
+{
+    if (!m->sorted) {
+        if (m->n)
+            qsort(m->v, m->n, sizeof *m->v, cmp_snap_mailbox);
+        m->sorted = true;
+    }
+    struct snap_mailbox key = { id, NULL, NULL };
+    return m->n ? bsearch(&key, m->v, m->n, sizeof *m->v, cmp_snap_mailbox) : NULL;
+}
+
+static void snap_mailboxes_free(struct snap_mailboxes *m)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->v[i].user);
+        free(m->v[i].name);
+    }
+    free(m->v);
+    *m = (struct snap_mailboxes){ 0 };
+}
+
+/* snapshot_meta_key - the meta rows a replica takes over: the store-wide
+ * counters a promotion continues from, and orphan subscriptions. Not
+ * "version", "seq", "epoch", "epoch_history", "oplog_first" or the marker:
+ * those are the replica's own or set when the snapshot finishes. */
+static bool snapshot_meta_key(const void *key, size_t len)
+{
+    size_t pl = strlen(ORPHAN_SUB_PREFIX);
+    return (len == 10 && memcmp(key, "mailbox_id", 10) == 0) || (len == 11 && memcmp(key, "uidvalidity", 11) == 0) ||
+           (len > pl && memcmp(key, ORPHAN_SUB_PREFIX, pl) == 0);
+}
+
+struct store_snapshot {
+    struct store *st;
+    MDB_txn *txn;
+    MDB_cursor *cursor;
+    enum snapshot_db db;
+    uint64_t seq;
+    char history[sizeof ((struct store_ha_meta *)0)->history];
+    const uint8_t *rec;
+    size_t rec_len;
+    struct sbuf wire;
+    struct snap_mailboxes mailboxes;
+};
+
+int store_snapshot_open(struct store *st, struct store_snapshot **snap_r, char **error_r)
+{
+    struct store_snapshot *s = mx_calloc(1, sizeof *s);
+    s->st = st;
+    s->db = SNAP_META;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &s->txn);
+    struct store_ha_meta m;
+    if (rc != 0 || store_ha_read(st, s->txn, &m) < 0) {
+        *error_r = mx_asprintf("store: snapshot read transaction: %s", rc ? mdb_strerror(rc) : "meta unreadable");
+        store_snapshot_close(&s);
+        return -1;
+    }
+    s->seq = m.seq;
+    memcpy(s->history, m.history, sizeof s->history);
+    if (m.seq) {
+        uint8_t kb[8];
+        be64(kb, m.seq);
+        MDB_val k = { 8, kb }, v;
+        if (mdb_get(s->txn, st->oplog, &k, &v) == 0) {
+            s->rec = v.mv_data;
+            s->rec_len = v.mv_size;
+        }
+    }
+    *snap_r = s;
+    return 0;
+}
+
+void store_snapshot_close(struct store_snapshot **sp)
+{
+    struct store_snapshot *s = *sp;
+    if (s == NULL)
+        return;
+    if (s->cursor)
+        mdb_cursor_close(s->cursor);
+    if (s->txn)
+        mdb_txn_abort(s->txn);
+    free(s->wire.data);
+    snap_mailboxes_free(&s->mailboxes);
+    free(s);
+    *sp = NULL;
+}
+
+uint64_t store_snapshot_seq(const struct store_snapshot *s) { return s->seq; }
+const char *store_snapshot_history(const struct store_snapshot *s) { return s->history; }
+
+const uint8_t *store_snapshot_record(const struct store_snapshot *s, size_t *len_r)
+{
+    *len_r = s->rec_len;
+    return s->rec;
+}
+
+static MDB_dbi snapshot_dbi(const struct store *st, enum snapshot_db db)
+{
+    switch (db) {
+    case SNAP_META:
+        return st->meta;
+    case SNAP_MAILBOXES:
+        return st->mailboxes;
+    case SNAP_MESSAGES:
+        return st->messages;
+    default:
+        return st->dedup;
+    }
+}
+
+int store_snapshot_next(struct store_snapshot *s, struct store_snapshot_row *row)
+{
+    memset(row, 0, sizeof *row);
+    for (;;) {
+        if (s->db == SNAP_END)
+            return 1;
+        MDB_val k, v;
+        int rc;
+        if (s->cursor == NULL) {
+            rc = mdb_cursor_open(s->txn, snapshot_dbi(s->st, s->db), &s->cursor);
+            if (rc == 0)
+                rc = mdb_cursor_get(s->cursor, &k, &v, MDB_FIRST);
+        } else {
+            rc = mdb_cursor_get(s->cursor, &k, &v, MDB_NEXT);
+        }
+        if (rc == MDB_NOTFOUND) {
+            mdb_cursor_close(s->cursor);
+            s->cursor = NULL;
+            s->db++;
+            continue;
+        }
+        if (rc != 0) {
+            mx_log(MX_LOG_ERR, "store.snapshot_read_failed", MX_KV("root", s->st->root),
+                   MX_KV("error", mdb_strerror(rc)));
+            return -1;
+        }
+        if (s->db == SNAP_META && !snapshot_meta_key(k.mv_data, k.mv_size))
+            continue;
+        if (s->db == SNAP_MAILBOXES) {
+            const char *key = k.mv_data;
+            const char *nul = memchr(key, '\0', k.mv_size);
+            struct store_mailbox mb;
+            if (nul == NULL || mailbox_decode(v.mv_data, v.mv_size, &mb) < 0) {
+                mx_log(MX_LOG_ERR, "store.snapshot_bad_row", MX_KV("db", "mailboxes"), MX_KV("root", s->st->root));
+                return -1;
+            }
+            size_t ul = (size_t)(nul - key);
+            snap_mailboxes_add(&s->mailboxes, mb.id, key, ul, nul + 1, k.mv_size - ul - 1);
+            row->mailbox_id = mb.id;
+        } else if (s->db == SNAP_MESSAGES) {
+            struct store_message m;
+            memset(&m, 0, sizeof m);
+            if (k.mv_size != 12 || message_decode(v.mv_data, v.mv_size, &m) < 0) {
+                mx_log(MX_LOG_ERR, "store.snapshot_bad_row", MX_KV("db", "messages"), MX_KV("root", s->st->root));
+                return -1;
+            }
+            row->mailbox_id = get_be64(k.mv_data);
+            row->uid = get_be32((const uint8_t *)k.mv_data + 8);
+            const struct snap_mailbox *mb = snap_mailboxes_find(&s->mailboxes, row->mailbox_id);
+            if (mb == NULL) {
+                /* a row without its mailbox: no replica could place it,
+                 * and no client of ours sees it */
+                mx_log(MX_LOG_WARNING, "store.snapshot_stray_message", MX_KVU("mailbox_id", row->mailbox_id),
+                       MX_KVU("uid", row->uid));
+                continue;
+            }
+            if (!m.expunged) {
+                char *udir = NULL, *dir = NULL;
+                const char *error;
+                if (store_user_dir(s->st, mb->user, &udir, &error) == 0 &&
+                    mailbox_name_to_dir(mb->name, &dir, &error) == 0)
+                    row->path = mx_asprintf("%s/%s%s%s/%s", udir, dir, *dir ? "/" : "",
+                                            m.subdir == MAILDIR_CUR ? "cur" : "new", m.file);
+                free(udir);
+                free(dir);
+                snprintf(row->user, sizeof row->user, "%s", mb->user);
+            }
+        }
+        s->wire.len = 0;
+        sb_u8(&s->wire, (uint8_t)s->db);
+        sb_bytes(&s->wire, k.mv_data, k.mv_size);
+        sb_put(&s->wire, v.mv_data, v.mv_size);
+        row->wire = s->wire.data;
+        row->wire_len = s->wire.len;
+        return 0;
+    }
+}
+
+struct store_snapshot_load {
+    uint64_t seq;
+    struct snap_mailboxes mailboxes;
+    uint64_t rows, files, bytes;
+};
+
+bool store_snapshot_pending(struct store *st)
+{
+    MDB_txn *txn;
+    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) != 0)
+        return true;
+    MDB_val k = { strlen(SNAPSHOT_MARK_KEY), SNAPSHOT_MARK_KEY }, v;
+    int rc = mdb_get(txn, st->meta, &k, &v);
+    mdb_txn_abort(txn);
+    return rc != MDB_NOTFOUND;
+}
+
+struct store_snapshot_load *store_snapshot_load_new(uint64_t seq)
+{
+    struct store_snapshot_load *l = mx_calloc(1, sizeof *l);
+    l->seq = seq;
+    return l;
+}
+
+void store_snapshot_load_free(struct store_snapshot_load **lp)
+{
+    if (*lp == NULL)
+        return;
+    snap_mailboxes_free(&(*lp)->mailboxes);
+    free(*lp);
+    *lp = NULL;
+}
+
+uint64_t store_snapshot_load_seq(const struct store_snapshot_load *l) { return l->seq; }
+
+void store_snapshot_load_stats(const struct store_snapshot_load *l, uint64_t *rows_r, uint64_t *files_r,
+                               uint64_t *bytes_r)
+{
+    *rows_r = l->rows;
+    *files_r = l->files;
+    *bytes_r = l->bytes;
+}
+
+/* load_meta - a counter never goes below what this node handed out or
+ * saw before (the "uidvalidity" high-water mark survives the wipe). */
+static int load_meta(struct store_batch *b, const MDB_val *k, const MDB_val *v, char **error_r)
+{
+    size_t pl = strlen(ORPHAN_SUB_PREFIX);
+    if (k->mv_size > pl && memcmp(k->mv_data, ORPHAN_SUB_PREFIX, pl) == 0) {
+        const char *user = (const char *)k->mv_data + pl;
+        const char *nul = memchr(user, '\0', k->mv_size - pl);
+        char *u = nul ? mx_strndup(user, (size_t)(nul - user)) : NULL, *udir = NULL;
+        const char *error;
+        bool ok = u && store_user_dir(b->st, u, &udir, &error) == 0;
+        free(u);
+        free(udir);
+        if (!ok) {
+            *error_r = mx_strdup("orphan subscription of an invalid user");
+            return -1;
+        }
+        int rc = mdb_put(b->op, b->st->meta, (MDB_val *)k, (MDB_val *)v, 0);
+        if (rc != 0)
+            *error_r = mx_asprintf("meta put: %s", mdb_strerror(rc));
+        return rc ? -1 : 0;
+    }
+    if (v->mv_size != 8 || !snapshot_meta_key(k->mv_data, k->mv_size)) {
+        *error_r = mx_strdup("unexpected meta row");
+        return -1;
+    }
+    char key[16];
+    snprintf(key, sizeof key, "%.*s", (int)k->mv_size, (const char *)k->mv_data);
+    uint64_t theirs = get_be64(v->mv_data), ours;
+    if (meta_get_u64(b, b->op, key, &ours) < 0) {
+        *error_r = mx_asprintf("meta %s unreadable", key);
+        return -1;
+    }
+    if (theirs <= ours)
+        return 0;
+    int rc = meta_put_u64(b, key, theirs);
+    if (rc == 0 && strcmp(key, "uidvalidity") == 0 && theirs > uv_file_read(b->st) && uv_file_write(b->st, theirs) < 0)
+        rc = EIO;
+    if (rc != 0)
+        *error_r = mx_asprintf("meta %s: %s", key, rc == EIO ? "uidvalidity file" : mdb_strerror(rc));
+    return rc ? -1 : 0;
+}
+
+/* load_mailbox - a valid user and canonical name (the path is computed
+ * from them: nothing hostile reaches outside the user's Maildir), the
+ * folder created, the row as the primary has it. */
+static int load_mailbox(struct store_batch *b, struct store_snapshot_load *l, const MDB_val *k,
+                        const MDB_val *v, char **error_r)
+{
+    const char *key = k->mv_data;
+    const char *nul = memchr(key, '\0', k->mv_size);
+    struct store_mailbox mb;
+    if (nul == NULL || mailbox_decode(v->mv_data, v->mv_size, &mb) < 0) {
+        *error_r = mx_strdup("malformed mailbox row");
+        return -1;
+    }
+    size_t ul = (size_t)(nul - key);
+    char *user = mx_strndup(key, ul), *name = mx_strndup(nul + 1, k->mv_size - ul - 1);
+    struct store_result res;
+    char *canonical = canon(name, &res);
+    int ret = -1, err;
+    const char *error;
+    if (canonical == NULL || strcmp(canonical, name) != 0) {
+        *error_r = mx_asprintf("user %s: mailbox name %s is not canonical", user, name);
+    } else if (batch_folder_get(b, user, name, true, &err, &error) == NULL) {
+        *error_r = mx_asprintf("user %s mailbox %s: %s", user, name, error);
+    } else {
+        int rc = mdb_put(b->op, b->st->mailboxes, (MDB_val *)k, (MDB_val *)v, MDB_APPEND);
+        if (rc == 0) {
+            snap_mailboxes_add(&l->mailboxes, mb.id, user, ul, name, strlen(name));
+            ret = 0;
+        } else {
+            *error_r = mx_asprintf("user %s mailbox %s: index put: %s", user, name, mdb_strerror(rc));
+        }
+    }
+    free(canonical);
+    free(user);
+    free(name);
+    return ret;
+}
+
+static int load_message(struct store_batch *b, struct store_snapshot_load *l, const MDB_val *k,
+                        const MDB_val *v, const void *body, size_t body_len, char **error_r)
+{
+    struct store_message m;
+    memset(&m, 0, sizeof m);
+    if (k->mv_size != 12 || message_decode(v->mv_data, v->mv_size, &m) < 0 ||
+        (!m.expunged && !maildir_filename_safe(m.file))) {
+        *error_r = mx_strdup("malformed message row");
+        return -1;
+    }
+    uint64_t id = get_be64(k->mv_data);
+    uint32_t uid = get_be32((const uint8_t *)k->mv_data + 8);
+    const struct snap_mailbox *mb = snap_mailboxes_find(&l->mailboxes, id);
+    if (mb == NULL) {
+        *error_r = mx_asprintf("message uid %u of an unknown mailbox id %llu", uid, (unsigned long long)id);
+        return -1;
+    }
+    if (!m.expunged && body) {
+        int err;
+        const char *error;
+        struct batch_folder *f = batch_folder_get(b, mb->user, mb->name, true, &err, &error);
+        if (f == NULL) {
+            *error_r = mx_asprintf("user %s mailbox %s: %s", mb->user, mb->name, error);
+            return -1;
+        }
+        if (apply_file(f, mb->name, m.subdir, m.file, body, body_len, m.internaldate, false, error_r) < 0)
+            return -1;
+        b->syncfs_before_commit = true;
+        l->files++;
+        l->bytes += body_len;
+    }
+    int rc = mdb_put(b->op, b->st->messages, (MDB_val *)k, (MDB_val *)v, MDB_APPEND);
+    if (rc != 0)
+        *error_r = mx_asprintf("user %s mailbox %s uid %u: index put: %s", mb->user, mb->name, uid, mdb_strerror(rc));
+    return rc ? -1 : 0;
+}
+
+int store_snapshot_load_row(struct store_batch *b, struct store_snapshot_load *l, const uint8_t *wire,
+                            size_t wire_len, const void *body, size_t body_len, char **error_r)
+{
+    *error_r = NULL;
+    struct srd r = { wire, wire_len, 0, false };
+    uint8_t db = rd_u8(&r);
+    size_t klen = 0;
+    const uint8_t *key = rd_bytes(&r, &klen);
+    if (r.bad || key == NULL || klen == 0 || klen > 4096 || db < SNAP_META || db > SNAP_DEDUP) {
+        *error_r = mx_strdup("malformed snapshot row");
+        return -1;
+    }
+    MDB_val k = { klen, (void *)key }, v = { wire_len - r.off, (void *)(wire + r.off) };
+    struct store_result res;
+    if (op_begin(b, &res) < 0) {
+        *error_r = mx_strdup("index transaction failed");
+        return -1;
+    }
+    int rc;
+    switch (db) {
+    case SNAP_META:
+        rc = load_meta(b, &k, &v, error_r);
+        break;
+    case SNAP_MAILBOXES:
+        rc = load_mailbox(b, l, &k, &v, error_r);
+        break;
+    case SNAP_MESSAGES:
+        rc = load_message(b, l, &k, &v, body, body_len, error_r);
+        break;
+    default:
+        rc = k.mv_size == 8 + MX_MSGID_SIZE && v.mv_size == 4
+                 ? mdb_put(b->op, b->st->dedup, &k, &v, MDB_APPEND)
+                 : EINVAL;
+        if (rc != 0)
+            *error_r = mx_asprintf("dedup row: %s", rc == EINVAL ? "malformed" : mdb_strerror(rc));
+        rc = rc ? -1 : 0;
+        break;
+    }
+    if (op_end(b, rc == 0, &res) < 0 && rc == 0) {
+        *error_r = mx_strdup("index commit failed");
+        rc = -1;
+    }
+    if (rc == 0)
+        l->rows++;
+    return rc;
+}
+
+int store_snapshot_load_finish(struct store_batch *b, struct store_snapshot_load *l, const char *history,
+                               const uint8_t *rec, size_t rec_len, char **error_r)
+{
+    struct store_result res;
+    if (op_begin(b, &res) < 0) {
+        *error_r = mx_strdup("index transaction failed");
+        return -1;
+    }
+    uint8_t kb[8];
+    be64(kb, l->seq);
+    MDB_val k = { 8, kb }, v = { rec_len, (void *)rec };
+    MDB_val hk = { strlen(HISTORY_KEY), HISTORY_KEY }, hv = { strlen(history), (void *)history };
+    MDB_val mk = { strlen(SNAPSHOT_MARK_KEY), SNAPSHOT_MARK_KEY };
+    int rc = strlen(history) >= sizeof ((struct store_ha_meta *)0)->history ? EINVAL : 0;
+    /* the record at S0 stays the log's only one: a later HELLO compares
+     * the replica's last record with the primary's, byte for byte */
+    if (rc == 0 && rec && l->seq)
+        rc = mdb_put(b->op, b->st->oplog, &k, &v, 0);
+    if (rc == 0)
+        rc = meta_put_u64(b, "seq", l->seq);
+    if (rc == 0)
+        rc = meta_put_u64(b, "oplog_first", rec && l->seq ? l->seq : l->seq + 1);
+    if (rc == 0)
+        rc = mdb_put(b->op, b->st->meta, &hk, &hv, 0);
+    if (rc == 0) {
+        rc = mdb_del(b->op, b->st->meta, &mk, NULL);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (rc != 0) {
+        *error_r = mx_asprintf("finish snapshot at seq %llu: %s", (unsigned long long)l->seq, mdb_strerror(rc));
+        op_end(b, false, &res);
+        return -1;
+    }
+    if (op_end(b, true, &res) < 0) {
+        *error_r = mx_strdup("index commit failed");
+        return -1;
+    }
+    b->seq = l->seq;
+    return 0;
 }

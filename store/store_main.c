@@ -32,13 +32,22 @@ int main(int argc, char **argv)
     int rc = 1;
     if (store_open(dir, (size_t)mx_config_size(&root, "store.index_map_size"), &st, &error) < 0)
         goto out;
-    struct store_recover_stats rs;
-    if (store_recover(st, &rs, &error) < 0)
-        goto out;
-    mx_log(MX_LOG_NOTICE, "store.recovered", MX_KVU("mailboxes", rs.mailboxes),
-           MX_KVU("orphans_indexed", rs.orphans_indexed), MX_KVU("missing_expunged", rs.missing_expunged),
-           MX_KVU("tombstones_removed", rs.tombstones_removed),
-           MX_KVU("duplicates_skipped", rs.duplicates_skipped));
+    store_oplog_set_keep(st, (uint64_t)mx_config_int(&root, "store.oplog_keep"));
+    if (store_snapshot_pending(st)) {
+        /* killed during a snapshot resync: the index is a partial copy
+         * that start-up recovery must not "repair" with records of its
+         * own; the primary sends a new snapshot (store_replication.h) */
+        mx_log(MX_LOG_WARNING, "store.snapshot_incomplete", MX_KV("root", dir),
+               MX_KV("action", "recovery skipped; waiting for a primary's snapshot"));
+    } else {
+        struct store_recover_stats rs;
+        if (store_recover(st, &rs, &error) < 0)
+            goto out;
+        mx_log(MX_LOG_NOTICE, "store.recovered", MX_KVU("mailboxes", rs.mailboxes),
+               MX_KVU("orphans_indexed", rs.orphans_indexed), MX_KVU("missing_expunged", rs.missing_expunged),
+               MX_KVU("tombstones_removed", rs.tombstones_removed),
+               MX_KVU("duplicates_skipped", rs.duplicates_skipped));
+    }
     if (store_server_start(base, st, mx_config_string(&root, "store.listen"),
                            mx_config_string(&root, "store.publish"),
                            (unsigned)mx_config_int(&root, "store.max_batch"), &server, &error) < 0)

@@ -19,6 +19,8 @@ const struct mx_option store_options[] = {
       "LMDB map size: the largest the index may grow (address space, not disk)" },
     { "store.max_batch", MX_OPT_INT, "256", 1, 100000, NULL,
       "state changes committed together in one index transaction (group commit)" },
+    { "store.oplog_keep", MX_OPT_INT, "1000000", 100, 1000000000, NULL,
+      "operation log records kept (older ones are deleted); a primary keeps up to 4x for a replica behind, beyond that it sends a snapshot" },
     { "store.ha_control", MX_OPT_STRING, "\"\"", 0, 0, NULL,
       "mx-ha's control endpoint on this node; \"\" = no HA: a standalone primary" },
     { "store.pair", MX_OPT_STRING, "\"\"", 0, 0, NULL,

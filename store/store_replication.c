@@ -25,6 +25,11 @@
 #define SHIP_BODIES_MAX 256 /* the default store.max_batch */
 /* The largest message file shipped (bigger than any SIZE limit). */
 #define SHIP_BODY_MAX (MX_WIRE_FRAME_MAX - 1024 * 1024)
+/* A SNAPSHOT_CHUNK stops growing past these (one row always goes): the
+ * replica applies it in one commit well within the timeout, and keeps at
+ * most this many Maildir folders open for it. */
+#define SNAPSHOT_ROWS_MAX 2048
+#define SNAPSHOT_FOLDERS_MAX 64
 
 /* ---- epoch histories ----------------------------------------------------- */
 
@@ -125,8 +130,30 @@ static size_t history_upto(const struct store_epoch_range *v, size_t n, uint64_t
 /* ---- state ---------------------------------------------------------------- */
 
 enum peer_state {
-    PEER_IDLE,   /* send HELLO next */
-    PEER_STREAM, /* position known: ship from acked + 1 */
+    PEER_IDLE,     /* send HELLO next */
+    PEER_STREAM,   /* position known: ship from acked + 1 */
+    PEER_SNAPSHOT, /* RESYNC_BEGIN, SNAPSHOT_CHUNKs, SNAPSHOT_END in flight */
+};
+
+/* A snapshot row read but not sent yet (it did not fit the last chunk). */
+struct held_row {
+    bool valid;
+    uint8_t *wire;
+    size_t wire_len;
+    uint8_t *body; /* NULL: none (a tombstone, or the file is gone) */
+    size_t body_len;
+    uint64_t mailbox_id;
+};
+
+/* The primary's side of one replica's snapshot resync. */
+struct peer_snapshot {
+    struct store_snapshot *snap; /* the read transaction at S0 */
+    uint64_t seq;                /* S0 */
+    bool begun;                  /* RESYNC_BEGIN acked: chunks go now */
+    bool rows_done;              /* every row sent: SNAPSHOT_END next */
+    bool end_sent;
+    struct held_row held;
+    uint64_t started_ms, rows, files, bytes, files_gone;
 };
 
 struct peer {
@@ -142,6 +169,7 @@ struct peer {
     uint64_t acked;    /* last seq it applied durably (PEER_STREAM) */
     uint64_t in_flight_last;
     uint64_t last_ok_ms;
+    struct peer_snapshot *snapshot; /* PEER_SNAPSHOT */
 };
 
 struct store_repl {
@@ -168,6 +196,11 @@ struct store_repl {
      * process started: only then may it ship, since records we wrote on
      * our own (start-up recovery) must be seen before any are skipped */
     bool greeted;
+    /* replica: meta "snapshot_incomplete" (the index is a partial copy);
+     * load: the snapshot being received (RESYNC_BEGIN .. SNAPSHOT_END) */
+    bool snapshot_incomplete;
+    struct store_snapshot_load *load;
+    uint64_t load_started_ms;
 
     struct peer **peers;
     size_t n_peers;
@@ -326,12 +359,47 @@ static int adopt_epoch(struct store_repl *r, uint64_t epoch, const char *source,
 
 static void peer_kick(struct peer *p);
 
+static void held_row_clear(struct held_row *h)
+{
+    free(h->wire);
+    free(h->body);
+    memset(h, 0, sizeof *h);
+}
+
+/* peer_snapshot_end - drop a peer's snapshot (its read transaction goes:
+ * LMDB may reuse the pages it pinned). */
+static void peer_snapshot_end(struct peer *p)
+{
+    if (p->snapshot == NULL)
+        return;
+    store_snapshot_close(&p->snapshot->snap);
+    held_row_clear(&p->snapshot->held);
+    free(p->snapshot);
+    p->snapshot = NULL;
+}
+
+/* update_trim_floor - the primary keeps the records its replicas still
+ * need (store_oplog_set_floor bounds this); no replicas: no such need. */
+static void update_trim_floor(struct store_repl *r)
+{
+    uint64_t floor = UINT64_MAX;
+    if (r->role == MX_HA_PRIMARY)
+        for (size_t i = 0; i < r->n_peers; i++) {
+            const struct peer *p = r->peers[i];
+            uint64_t need = p->snapshot ? p->snapshot->seq + 1 : p->acked + 1;
+            if (need < floor)
+                floor = need;
+        }
+    store_oplog_set_floor(r->st, floor);
+}
+
 static void peer_free(struct peer **pp)
 {
     struct peer *p = *pp;
     if (p == NULL)
         return;
     mx_client_free(&p->client); /* a pending callback runs CANCELLED now */
+    peer_snapshot_end(p);
     free(p->endpoint);
     free(p);
     *pp = NULL;
@@ -346,6 +414,7 @@ static void peers_clear(struct store_repl *r)
     for (size_t i = 0; i < n; i++)
         peer_free(&peers[i]);
     free(peers);
+    store_oplog_set_floor(r->st, UINT64_MAX);
 }
 
 static void peers_set(struct store_repl *r, char **endpoints, size_t n)
@@ -385,6 +454,10 @@ static void peer_lost(struct peer *p, const char *why, bool report_lost)
                MX_KVU("acked", p->acked), MX_KVU("committed", p->r->committed));
     if (report_lost)
         p->lost = true;
+    if (p->snapshot)
+        mx_log(MX_LOG_WARNING, "store.snapshot_aborted", MX_KV("replica", p->endpoint), MX_KV("why", why),
+               MX_KVU("seq", p->snapshot->seq), MX_KVU("rows", p->snapshot->rows));
+    peer_snapshot_end(p);
     p->state = PEER_IDLE;
     p->in_sync = false;
     p->told_in_sync = false;
@@ -469,9 +542,45 @@ static int read_file(const char *path, uint8_t **data_r, size_t *len_r)
     return 0;
 }
 
-/* append_body - the message bytes of an APPEND record: at the recorded
- * path, or where the message lives now (its mailbox was renamed); 1 if it
- * is gone (expunged since: an EXPUNGE record follows). */
+/* message_body - a message's bytes: at path, or where the message lives
+ * now (its mailbox was renamed since), looked up in txn (NULL: a fresh
+ * read transaction); 1 if it is gone (expunged or its mailbox deleted
+ * since: a later record says so). */
+static int message_body(struct store *st, MDB_txn *txn, const char *path, const char *user,
+                        uint64_t mailbox_id, uint32_t uid, uint8_t **data_r, size_t *len_r)
+{
+    if (read_file(path, data_r, len_r) == 0)
+        return 0;
+    if (errno != ENOENT) {
+        mx_log(MX_LOG_ERR, "store.repl_read_body_failed", MX_KV("file", path), MX_KVERR(errno));
+        return -1;
+    }
+    MDB_txn *own = NULL;
+    if (txn == NULL) {
+        int rc = mdb_txn_begin(store_env(st), NULL, MDB_RDONLY, &own);
+        if (rc != 0) {
+            mx_log(MX_LOG_ERR, "store.repl_read_failed", MX_KV("error", mdb_strerror(rc)));
+            return -1;
+        }
+        txn = own;
+    }
+    char *now = NULL;
+    int ret = -1;
+    int found = store_message_locate(st, txn, user, mailbox_id, uid, &now);
+    if (found == 0 && read_file(now, data_r, len_r) == 0)
+        ret = 0;
+    else if (found == 1 || (found == 0 && errno == ENOENT))
+        ret = 1;
+    else
+        mx_log(MX_LOG_ERR, "store.repl_read_body_failed", MX_KV("user", user), MX_KVU("uid", uid),
+               MX_KVERR(errno));
+    if (own)
+        mdb_txn_abort(own);
+    free(now);
+    return ret;
+}
+
+/* append_body - the message bytes of an APPEND record (message_body). */
 static int append_body(struct store *st, MDB_txn *txn, const uint8_t *rec, size_t len, uint8_t **data_r,
                        size_t *len_r)
 {
@@ -483,28 +592,10 @@ static int append_body(struct store *st, MDB_txn *txn, const uint8_t *rec, size_
     if (store_oplog_append_info(rec, len, &user, &mailbox_id, &uid, &rel) < 0 ||
         store_user_dir(st, user, &udir, &error) < 0) {
         mx_log(MX_LOG_ERR, "store.repl_bad_record", MX_KV("user", user ? user : "?"));
-        goto out;
+    } else {
+        path = mx_asprintf("%s/%s", udir, rel);
+        ret = message_body(st, txn, path, user, mailbox_id, uid, data_r, len_r);
     }
-    path = mx_asprintf("%s/%s", udir, rel);
-    if (read_file(path, data_r, len_r) == 0) {
-        ret = 0;
-        goto out;
-    }
-    if (errno != ENOENT) {
-        mx_log(MX_LOG_ERR, "store.repl_read_body_failed", MX_KV("file", path), MX_KVERR(errno));
-        goto out;
-    }
-    free(path);
-    path = NULL;
-    int found = store_message_locate(st, txn, user, mailbox_id, uid, &path);
-    if (found == 0 && read_file(path, data_r, len_r) == 0)
-        ret = 0;
-    else if (found == 1 || (found == 0 && errno == ENOENT))
-        ret = 1;
-    else
-        mx_log(MX_LOG_ERR, "store.repl_read_body_failed", MX_KV("user", user), MX_KVU("uid", uid),
-               MX_KVERR(errno));
-out:
     free(user);
     free(rel);
     free(udir);
@@ -553,7 +644,8 @@ static int ship_fn(void *ctx, uint64_t seq, const uint8_t *rec, size_t len)
 
 static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply);
 static void on_position(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply);
-static void on_resync_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply);
+static void on_snapshot_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply);
+static void snapshot_start(struct peer *p, const char *why);
 
 static void peer_send(struct peer *p, struct mx_frame *f, mx_client_done_fn *cb)
 {
@@ -584,6 +676,13 @@ static void ship(struct peer *p)
     }
     if (m.seq > r->committed)
         r->committed = m.seq;
+    if (p->acked + 1 < m.oplog_first) {
+        /* trimmed past what it has (it was away longer than the log
+         * reaches, or our trim raced its HELLO): only a copy helps */
+        mdb_txn_abort(txn);
+        snapshot_start(p, "the records it needs were trimmed");
+        return;
+    }
     struct mx_frame f;
     frame_head(r, &f, MSG_STORE_STORE_OPLOG_APPLY);
     mx_frame_put_u64(&f, F_SEQ, p->acked + 1);
@@ -603,6 +702,179 @@ static void ship(struct peer *p)
     peer_send(p, &f, on_apply_done);
 }
 
+/* ---- primary: snapshot resync -------------------------------------------- */
+
+/* snapshot_start - a consistent image at our last seq S0 (one read
+ * transaction, held until the replica has all of it), announced with
+ * RESYNC_BEGIN: the replica wipes itself; chunks and SNAPSHOT_END follow
+ * from peer_kick as each is acked. */
+static void snapshot_start(struct peer *p, const char *why)
+{
+    struct store_repl *r = p->r;
+    peer_snapshot_end(p);
+    struct peer_snapshot *ps = mx_calloc(1, sizeof *ps);
+    char *error = NULL;
+    if (store_snapshot_open(r->st, &ps->snap, &error) < 0) {
+        mx_log(MX_LOG_ERR, "store.snapshot_failed", MX_KV("replica", p->endpoint), MX_KV("error", error));
+        free(error);
+        free(ps);
+        peer_lost(p, "cannot read a snapshot", false);
+        return;
+    }
+    ps->seq = store_snapshot_seq(ps->snap);
+    ps->started_ms = now_ms();
+    p->snapshot = ps;
+    p->state = PEER_SNAPSHOT;
+    p->in_sync = false;
+    p->told_in_sync = false;
+    update_trim_floor(r);
+    mx_log(MX_LOG_NOTICE, "store.snapshot_begin", MX_KV("replica", p->endpoint), MX_KVU("seq", ps->seq),
+           MX_KVU("epoch", r->epoch), MX_KV("why", why));
+    struct mx_frame f;
+    frame_head(r, &f, MSG_STORE_STORE_RESYNC_BEGIN);
+    mx_frame_put_u64(&f, F_SEQ, ps->seq);
+    peer_send(p, &f, on_snapshot_done);
+}
+
+/* snapshot_fetch - the next row into ps->held (with the file's bytes for
+ * a live message); 1 at the end, -1 on a read error. */
+static int snapshot_fetch(struct store_repl *r, struct peer_snapshot *ps)
+{
+    struct store_snapshot_row row;
+    int got = store_snapshot_next(ps->snap, &row);
+    if (got != 0)
+        return got;
+    struct held_row *h = &ps->held;
+    h->valid = true;
+    h->wire = mx_memdup(row.wire, row.wire_len);
+    h->wire_len = row.wire_len;
+    h->mailbox_id = row.mailbox_id;
+    int ret = 0;
+    if (row.path) {
+        int body = message_body(r->st, NULL, row.path, row.user, row.mailbox_id, row.uid, &h->body, &h->body_len);
+        if (body < 0)
+            ret = -1;
+        else if (body == 1)
+            ps->files_gone++; /* expunged after S0: the EXPUNGE record follows */
+    }
+    free(row.path);
+    if (ret < 0)
+        held_row_clear(h);
+    return ret;
+}
+
+/* snapshot_send - the next chunk of rows, or SNAPSHOT_END after the last. */
+static void snapshot_send(struct peer *p)
+{
+    struct store_repl *r = p->r;
+    struct peer_snapshot *ps = p->snapshot;
+    struct mx_frame f;
+    if (!ps->rows_done) {
+        frame_head(r, &f, MSG_STORE_STORE_SNAPSHOT_CHUNK);
+        mx_frame_put_u64(&f, F_SEQ, ps->seq);
+        size_t rows = 0, bodies = 0, folders = 0;
+        uint64_t last_mailbox = 0;
+        for (;;) {
+            if (!ps->held.valid) {
+                int got = snapshot_fetch(r, ps);
+                if (got < 0) {
+                    mx_frame_free(&f);
+                    peer_lost(p, "snapshot read failed", false);
+                    return;
+                }
+                if (got == 1) {
+                    ps->rows_done = true;
+                    break;
+                }
+            }
+            struct held_row *h = &ps->held;
+            bool new_folder = h->mailbox_id && h->mailbox_id != last_mailbox;
+            if (rows && (f.len + h->wire_len + h->body_len + 1024 > SHIP_FRAME_SOFT_MAX ||
+                         rows >= SNAPSHOT_ROWS_MAX || (h->body && bodies >= SHIP_BODIES_MAX) ||
+                         (new_folder && folders >= SNAPSHOT_FOLDERS_MAX)))
+                break;
+            mx_frame_put_bytes(&f, F_SNAPSHOT_ROW, h->wire, h->wire_len);
+            if (h->body) {
+                mx_frame_put_bytes(&f, F_BODY, h->body, h->body_len);
+                bodies++;
+                ps->files++;
+                ps->bytes += h->body_len;
+            }
+            if (new_folder) {
+                folders++;
+                last_mailbox = h->mailbox_id;
+            }
+            rows++;
+            ps->rows++;
+            held_row_clear(h);
+        }
+        if (rows) {
+            peer_send(p, &f, on_snapshot_done);
+            return;
+        }
+        mx_frame_free(&f);
+    }
+    frame_head(r, &f, MSG_STORE_STORE_SNAPSHOT_END);
+    mx_frame_put_u64(&f, F_SEQ, ps->seq);
+    mx_frame_put_str(&f, F_SEQ_EPOCH_SET, store_snapshot_history(ps->snap));
+    size_t rec_len = 0;
+    const uint8_t *rec = store_snapshot_record(ps->snap, &rec_len);
+    if (rec)
+        mx_frame_put_bytes(&f, F_OPLOG_RECORD, rec, rec_len);
+    ps->end_sent = true;
+    peer_send(p, &f, on_snapshot_done);
+}
+
+static void on_snapshot_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply)
+{
+    struct peer *p = ctx;
+    if (result == MX_BUS_CANCELLED)
+        return;
+    p->busy = false;
+    struct store_repl *r = p->r;
+    struct peer_snapshot *ps = p->snapshot;
+    if (ps == NULL || p->state != PEER_SNAPSHOT)
+        return; /* dropped meanwhile (peer_lost) */
+    if (result != MX_BUS_REPLY) {
+        peer_lost(p, "no answer to a snapshot message in store.replication_timeout", true);
+        return;
+    }
+    if (check_stale(p, reply))
+        return;
+    uint32_t status = MX_STATUS_TEMPFAIL;
+    (void)mx_frame_get_u32(reply, F_STATUS, &status);
+    if (status != MX_STATUS_OK) {
+        char *text = NULL;
+        (void)mx_frame_get_str(reply, F_TEXT, &text);
+        mx_log(MX_LOG_WARNING, "store.snapshot_refused", MX_KV("replica", p->endpoint), MX_KVU("status", status),
+               MX_KV("text", text ? text : ""));
+        free(text);
+        peer_lost(p, "snapshot refused", false);
+        return;
+    }
+    p->lost = false;
+    p->last_ok_ms = now_ms();
+    if (!ps->begun) {
+        ps->begun = true;
+    } else if (ps->end_sent) {
+        uint64_t seq = 0;
+        if (mx_frame_get_u64(reply, F_SEQ, &seq) < 0 || seq != ps->seq) {
+            peer_lost(p, "SNAPSHOT_END acked with another seq", false);
+            return;
+        }
+        mx_log(MX_LOG_NOTICE, "store.snapshot_end", MX_KV("replica", p->endpoint), MX_KVU("seq", ps->seq),
+               MX_KVU("rows", ps->rows), MX_KVU("files", ps->files), MX_KVU("bytes", ps->bytes),
+               MX_KVU("files_gone", ps->files_gone), MX_KVU("ms", now_ms() - ps->started_ms),
+               MX_KVU("committed", r->committed));
+        p->acked = seq;
+        p->state = PEER_STREAM;
+        peer_snapshot_end(p);
+        if (r->notify)
+            r->notify(r->notify_ctx);
+    }
+    peer_kick(p);
+}
+
 static void peer_kick(struct peer *p)
 {
     struct store_repl *r = p->r;
@@ -612,9 +884,13 @@ static void peer_kick(struct peer *p)
         struct mx_frame f;
         frame_head(r, &f, MSG_STORE_STORE_REPLICA_HELLO);
         peer_send(p, &f, on_position);
+    } else if (p->state == PEER_SNAPSHOT) {
+        if (p->snapshot && p->snapshot->begun)
+            snapshot_send(p);
     } else if (p->acked < r->committed || !p->told_in_sync) {
         ship(p);
     }
+    update_trim_floor(r);
 }
 
 static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply)
@@ -644,9 +920,7 @@ static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_
         if (status == MX_STATUS_PERMFAIL) {
             /* a record that does not fit its index: the logs differ in a
              * way the position check could not see; only a copy helps */
-            struct mx_frame f;
-            frame_head(r, &f, MSG_STORE_STORE_RESYNC_BEGIN);
-            peer_send(p, &f, on_resync_done);
+            snapshot_start(p, "a record did not fit its index");
         }
         return;
     }
@@ -664,30 +938,6 @@ static void on_apply_done(void *ctx, enum mx_bus_result result, const struct mx_
     }
     if (advanced && r->notify)
         r->notify(r->notify_ctx);
-    peer_kick(p);
-}
-
-static void on_resync_done(void *ctx, enum mx_bus_result result, const struct mx_frame_view *reply)
-{
-    struct peer *p = ctx;
-    if (result == MX_BUS_CANCELLED)
-        return;
-    p->busy = false;
-    uint32_t status = MX_STATUS_TEMPFAIL;
-    if (result != MX_BUS_REPLY) {
-        peer_lost(p, "no answer to RESYNC_BEGIN", true);
-        return;
-    }
-    if (check_stale(p, reply))
-        return;
-    (void)mx_frame_get_u32(reply, F_STATUS, &status);
-    if (status != MX_STATUS_OK) {
-        peer_lost(p, "resync refused", false);
-        return;
-    }
-    mx_log(MX_LOG_NOTICE, "store.replica_resync", MX_KV("replica", p->endpoint), MX_KVU("records", p->r->committed));
-    p->state = PEER_STREAM;
-    p->acked = 0;
     peer_kick(p);
 }
 
@@ -717,6 +967,8 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
         return;
     }
     (void)mx_frame_get_bytes(reply, F_OPLOG_RECORD, &their_rec, &their_len);
+    uint32_t needs_snapshot = 0;
+    (void)mx_frame_get_u32(reply, F_NEEDS_SNAPSHOT, &needs_snapshot);
     struct store_epoch_range mine[STORE_HISTORY_MAX], theirs[STORE_HISTORY_MAX];
     size_t n_mine = 0, n_theirs = 0;
     struct store_ha_meta m;
@@ -732,10 +984,16 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
         free(their_text);
         peer_lost(p, "cannot read our own log", false);
         return;
+    } else if (needs_snapshot) {
+        why = "its last snapshot did not finish";
     } else if (seq > m.seq) {
         why = "its log is longer than ours";
     } else if (!store_history_agree(mine, n_mine, theirs, n_theirs, seq)) {
         why = "epoch histories differ";
+    } else if (seq + 1 < m.oplog_first || (seq && seq < m.oplog_first)) {
+        /* we no longer have what it needs, or the record at its position
+         * to compare: a snapshot, never a guess */
+        why = "our log was trimmed past its position";
     } else {
         uint8_t *rec = NULL;
         size_t len = 0;
@@ -765,9 +1023,7 @@ static void on_position(void *ctx, enum mx_bus_result result, const struct mx_fr
     }
     mx_log(MX_LOG_WARNING, "store.replica_diverged", MX_KV("replica", p->endpoint), MX_KVU("seq", seq),
            MX_KV("why", why));
-    struct mx_frame f;
-    frame_head(r, &f, MSG_STORE_STORE_RESYNC_BEGIN);
-    peer_send(p, &f, on_resync_done);
+    snapshot_start(p, why);
 }
 
 void store_repl_committed(struct store_repl *r, uint64_t last_seq)
@@ -829,13 +1085,18 @@ static void replica_hello(struct store_repl *r, struct mx_server_request *req)
     }
     r->replica_in_sync = false;
     r->greeted = true;
+    r->snapshot_incomplete = m.snapshot_incomplete;
+    /* a snapshot still loading belongs to a stream the primary gave up */
+    store_snapshot_load_free(&r->load);
     struct mx_frame out;
     mx_frame_init(&out, MSG_STORE_STORE_REPLICA_POSITION, 0, NULL);
     mx_frame_put_u32(&out, F_STATUS, MX_STATUS_OK);
-    mx_frame_put_u64(&out, F_SEQ, m.seq);
+    mx_frame_put_u64(&out, F_SEQ, m.snapshot_incomplete ? 0 : m.seq);
     mx_frame_put_u64(&out, F_EPOCH, store_history_epoch_of(hist, n, m.seq));
-    mx_frame_put_str(&out, F_SEQ_EPOCH_SET, m.history);
-    if (m.seq) {
+    mx_frame_put_str(&out, F_SEQ_EPOCH_SET, m.snapshot_incomplete ? "" : m.history);
+    if (m.snapshot_incomplete)
+        mx_frame_put_u32(&out, F_NEEDS_SNAPSHOT, 1);
+    else if (m.seq) {
         MDB_txn *txn;
         uint8_t *rec = NULL;
         size_t len = 0;
@@ -850,20 +1111,151 @@ static void replica_hello(struct store_repl *r, struct mx_server_request *req)
     mx_frame_free(&out);
 }
 
-static void replica_resync(struct store_repl *r, struct mx_server_request *req)
+/* replica_resync - RESYNC_BEGIN: wipe (marking the index incomplete in
+ * the same commit, so a crash from here until SNAPSHOT_END leaves a store
+ * that asks for a snapshot again and is never in sync), then take chunks. */
+static void replica_resync(struct store_repl *r, struct mx_server_request *req, const struct mx_frame_view *f)
 {
     const char *error;
     char *werr = NULL;
+    uint64_t seq = 0;
+    if (mx_frame_get_u64(f, F_SEQ, &seq) < 0) {
+        mx_server_ack(&req, MX_STATUS_PERMFAIL, "RESYNC_BEGIN without F_SEQ", &error);
+        return;
+    }
     r->replica_in_sync = false;
-    mx_log(MX_LOG_WARNING, "store.resync_begin", MX_KV("shard", r->shard), MX_KVU("epoch", r->epoch),
-           MX_KV("peer", mx_server_request_peer(req)));
+    r->report_again = true;
+    store_snapshot_load_free(&r->load);
+    mx_log(MX_LOG_WARNING, "store.snapshot_begin", MX_KV("shard", r->shard), MX_KVU("epoch", r->epoch),
+           MX_KVU("seq", seq), MX_KV("peer", mx_server_request_peer(req)));
+    r->snapshot_incomplete = true; /* from here on, whatever happens */
     if (store_wipe(r->st, &werr) < 0) {
         mx_log(MX_LOG_ERR, "store.resync_failed", MX_KV("error", werr));
         free(werr);
         mx_server_ack(&req, MX_STATUS_TEMPFAIL, "wipe failed", &error);
         return;
     }
+    r->load = store_snapshot_load_new(seq);
+    r->load_started_ms = now_ms();
     mx_server_ack(&req, MX_STATUS_OK, NULL, &error);
+}
+
+/* snapshot_check - a chunk or end of the snapshot being loaded; 0 to go
+ * on, -1 after answering. */
+static int snapshot_check(struct store_repl *r, struct mx_server_request **req, const struct mx_frame_view *f)
+{
+    const char *error;
+    uint64_t seq = 0;
+    if (mx_frame_get_u64(f, F_SEQ, &seq) < 0 || r->load == NULL || store_snapshot_load_seq(r->load) != seq) {
+        mx_server_ack(req, MX_STATUS_TEMPFAIL, "no such snapshot in progress", &error);
+        return -1;
+    }
+    return 0;
+}
+
+/* snapshot_failed - answer and forget the load: the primary starts over
+ * with HELLO, to which we answer F_NEEDS_SNAPSHOT. */
+static void snapshot_failed(struct store_repl *r, struct mx_server_request *req, enum mx_status status,
+                            char *err)
+{
+    const char *error;
+    mx_log(MX_LOG_ERR, "store.snapshot_failed", MX_KV("error", err ? err : "?"),
+           MX_KV("peer", mx_server_request_peer(req)));
+    store_snapshot_load_free(&r->load);
+    mx_server_ack(&req, status, err ? err : "snapshot failed", &error);
+    free(err);
+}
+
+static void replica_snapshot_chunk(struct store_repl *r, struct mx_server_request *req,
+                                   const struct mx_frame_view *f)
+{
+    const char *error;
+    if (snapshot_check(r, &req, f) < 0)
+        return;
+    struct store_batch *b = NULL;
+    char *err = NULL;
+    if (store_batch_begin(r->st, &b, &err) < 0) {
+        snapshot_failed(r, req, MX_STATUS_TEMPFAIL, err);
+        return;
+    }
+    struct mx_field_iter it = { 0 };
+    uint16_t tag;
+    const uint8_t *v, *row = NULL;
+    size_t len, row_len = 0;
+    bool pending = false;
+    int rc = 0;
+    /* each row is loaded when the field after it is seen: a live
+     * message's F_BODY, if any, comes right after its F_SNAPSHOT_ROW */
+    for (bool more = true; more && rc == 0;) {
+        more = mx_frame_next_field(f, &it, &tag, &v, &len) == 1;
+        if (pending) {
+            bool with_body = more && tag == F_BODY;
+            rc = store_snapshot_load_row(b, r->load, row, row_len, with_body ? v : NULL, with_body ? len : 0, &err);
+            pending = false;
+            if (with_body)
+                continue;
+        }
+        if (more && tag == F_SNAPSHOT_ROW) {
+            row = v;
+            row_len = len;
+            pending = true;
+        }
+    }
+    if (rc < 0) {
+        store_batch_abort(&b);
+        snapshot_failed(r, req, MX_STATUS_PERMFAIL, err);
+        return;
+    }
+    if (store_batch_commit(&b, &err) < 0) {
+        snapshot_failed(r, req, MX_STATUS_TEMPFAIL, err);
+        return;
+    }
+    mx_server_ack(&req, MX_STATUS_OK, NULL, &error);
+}
+
+static void replica_snapshot_end(struct store_repl *r, struct mx_server_request *req,
+                                 const struct mx_frame_view *f)
+{
+    const char *error;
+    if (snapshot_check(r, &req, f) < 0)
+        return;
+    uint64_t seq = store_snapshot_load_seq(r->load);
+    char *hist_text = NULL, *err = NULL;
+    struct store_epoch_range hist[STORE_HISTORY_MAX];
+    size_t n_hist = 0;
+    char hist_out[sizeof ((struct store_ha_meta *)0)->history];
+    const uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    (void)mx_frame_get_bytes(f, F_OPLOG_RECORD, &rec, &rec_len);
+    if (mx_frame_get_str(f, F_SEQ_EPOCH_SET, &hist_text) < 0 || store_history_parse(hist_text, hist, &n_hist) < 0 ||
+        store_history_format(hist, history_upto(hist, n_hist, seq), hist_out, sizeof hist_out) < 0 ||
+        (rec && store_oplog_type(rec, rec_len) < 0)) {
+        free(hist_text);
+        snapshot_failed(r, req, MX_STATUS_PERMFAIL, mx_strdup("malformed SNAPSHOT_END"));
+        return;
+    }
+    free(hist_text);
+    struct store_batch *b = NULL;
+    if (store_batch_begin(r->st, &b, &err) < 0 ||
+        store_snapshot_load_finish(b, r->load, hist_out, rec, rec_len, &err) < 0 ||
+        store_batch_commit(&b, &err) < 0) {
+        store_batch_abort(&b);
+        snapshot_failed(r, req, MX_STATUS_TEMPFAIL, err);
+        return;
+    }
+    uint64_t rows, files, bytes;
+    store_snapshot_load_stats(r->load, &rows, &files, &bytes);
+    mx_log(MX_LOG_NOTICE, "store.snapshot_end", MX_KV("shard", r->shard), MX_KVU("epoch", r->epoch),
+           MX_KVU("seq", seq), MX_KVU("rows", rows), MX_KVU("files", files), MX_KVU("bytes", bytes),
+           MX_KVU("ms", now_ms() - r->load_started_ms), MX_KV("peer", mx_server_request_peer(req)));
+    store_snapshot_load_free(&r->load);
+    r->snapshot_incomplete = false;
+    struct mx_frame out;
+    mx_frame_init(&out, MSG_ANY_ACK, 0, NULL);
+    mx_frame_put_u32(&out, F_STATUS, MX_STATUS_OK);
+    mx_frame_put_u64(&out, F_SEQ, seq);
+    (void)mx_server_reply(&req, &out, &error);
+    mx_frame_free(&out);
 }
 
 static void replica_apply(struct store_repl *r, struct mx_server_request *req, const struct mx_frame_view *f)
@@ -881,6 +1273,10 @@ static void replica_apply(struct store_repl *r, struct mx_server_request *req, c
         return;
     }
     free(hist_text);
+    if (r->snapshot_incomplete) {
+        mx_server_ack(&req, MX_STATUS_TEMPFAIL, "a snapshot is incomplete: send REPLICA_HELLO", &error);
+        return;
+    }
     struct store_batch *b = NULL;
     char *err = NULL;
     if (store_batch_begin(r->st, &b, &err) < 0) {
@@ -965,6 +1361,8 @@ static void replica_dispatch(void *ctx, struct mx_server_request *req, const str
     switch (f->type) {
     case MSG_STORE_STORE_REPLICA_HELLO:
     case MSG_STORE_STORE_RESYNC_BEGIN:
+    case MSG_STORE_STORE_SNAPSHOT_CHUNK:
+    case MSG_STORE_STORE_SNAPSHOT_END:
     case MSG_STORE_STORE_OPLOG_APPLY:
         if (replica_check(r, &req, f) < 0)
             return;
@@ -975,7 +1373,11 @@ static void replica_dispatch(void *ctx, struct mx_server_request *req, const str
         if (f->type == MSG_STORE_STORE_REPLICA_HELLO)
             replica_hello(r, req);
         else if (f->type == MSG_STORE_STORE_RESYNC_BEGIN)
-            replica_resync(r, req);
+            replica_resync(r, req, f);
+        else if (f->type == MSG_STORE_STORE_SNAPSHOT_CHUNK)
+            replica_snapshot_chunk(r, req, f);
+        else if (f->type == MSG_STORE_STORE_SNAPSHOT_END)
+            replica_snapshot_end(r, req, f);
         else
             replica_apply(r, req, f);
         return;
@@ -1020,6 +1422,12 @@ static void assign(struct store_repl *r, const struct mx_frame_view *f)
     bool new_epoch = epoch > r->epoch;
     if (adopt_epoch(r, epoch, "mx-ha", true) < 0)
         goto out;
+    if (role == MX_HA_PRIMARY && r->snapshot_incomplete) {
+        /* a partial copy must never serve (mx-ha promotes only replicas
+         * in sync, which this one never reported; this is the last line) */
+        set_role(r, MX_HA_FENCED, "assigned primary with an incomplete snapshot");
+        goto out;
+    }
     if (role == MX_HA_PRIMARY) {
         bool peers_changed = new_epoch || r->role != MX_HA_PRIMARY || n != r->n_peers;
         for (size_t i = 0; i < n && !peers_changed; i++)
@@ -1103,7 +1511,7 @@ static void report(struct store_repl *r)
     mx_frame_put_u64(&f, F_EPOCH, r->epoch);
     mx_frame_put_u64(&f, F_SEQ, m.seq);
     /* a primary: 0 = it lost a replica (mx-ha reassigns it degraded) */
-    bool in_sync = r->replica_in_sync;
+    bool in_sync = r->replica_in_sync && !r->snapshot_incomplete;
     if (r->role == MX_HA_PRIMARY) {
         in_sync = true;
         for (size_t i = 0; i < r->n_peers; i++)
@@ -1188,6 +1596,7 @@ int store_repl_new(struct event_base *base, struct mx_bus *bus, struct store *st
     }
     r->epoch = m.epoch;
     r->committed = m.seq;
+    r->snapshot_incomplete = m.snapshot_incomplete;
     const char *error;
     struct mx_client_config cc = { .name = "ha", .timeout_ms = r->heartbeat_ms, .max_attempts = 1 };
     if (mx_client_new(bus, &cfg->ha_control, 1, &cc, &r->ha, &error) < 0) {
@@ -1203,7 +1612,9 @@ int store_repl_new(struct event_base *base, struct mx_bus *bus, struct store *st
     struct timeval tv = { r->heartbeat_ms / 1000, (r->heartbeat_ms % 1000) * 1000 };
     event_add(r->tick, &tv);
     mx_log(MX_LOG_NOTICE, "store.ha_start", MX_KV("pair", r->pair), MX_KVU("epoch", r->epoch),
-           MX_KVU("seq", m.seq), MX_KV("history", m.history), MX_KV("replication", store_repl_endpoint(r)),
+           MX_KVU("seq", m.seq), MX_KVU("oplog_first", m.oplog_first), MX_KV("history", m.history),
+           MX_KV("snapshot", m.snapshot_incomplete ? "incomplete" : "none"),
+           MX_KV("replication", store_repl_endpoint(r)),
            MX_KV("mode", r->sync ? "sync" : "async"));
     report(r);
     return 0;
@@ -1218,6 +1629,7 @@ void store_repl_free(struct store_repl **rp)
     if (r->tick)
         event_free(r->tick);
     peers_clear(r);
+    store_snapshot_load_free(&r->load);
     mx_client_free(&r->ha);
     mx_server_free(&r->server);
     free(r->shard);

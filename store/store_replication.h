@@ -17,8 +17,33 @@
  *    same epoch (one primary per epoch writes each seq once) and, as a
  *    belt-and-braces check, the record at S is byte-identical. Otherwise
  *    the replica's log diverged (it was primary in an older epoch and wrote
- *    records the new primary never had): full resync (RESYNC_BEGIN: wipe,
- *    then every record from seq 1; the oplog is never trimmed today).
+ *    records the new primary never had): snapshot resync, below.
+ *  - Trimming: the oplog keeps store.oplog_keep records (store.h); the
+ *    primary holds back what a replica it ships to still needs (acked + 1,
+ *    or S0 + 1 during its snapshot) through store_oplog_set_floor, within
+ *    4 x oplog_keep. A replica whose position is below the primary's
+ *    oplog_first (or whose record at that position is trimmed, so the byte
+ *    comparison cannot be made) gets a snapshot; ship() checks again, so a
+ *    trim racing a HELLO also ends in a snapshot, never in a gap.
+ *  - Snapshot resync (the only full resync): the primary opens one LMDB
+ *    read transaction at its last seq S0 and sends RESYNC_BEGIN (F_SEQ S0):
+ *    the replica wipes index and Maildirs, marking meta
+ *    "snapshot_incomplete" in the same commit. SNAPSHOT_CHUNKs follow,
+ *    request/ack, each under SHIP_FRAME_SOFT_MAX: the raw rows (meta
+ *    counters and orphan subscriptions, mailboxes, messages incl.
+ *    tombstones, dedup), each live message with its file's bytes (read at
+ *    the S0 name, or where store_message_locate finds it now; none if it
+ *    is gone: the later EXPUNGE applies without it), saved under the same
+ *    name; each chunk is one replica commit after a syncfs. SNAPSHOT_END
+ *    carries the history up to S0 and the record at S0, which becomes the
+ *    replica's only record ("oplog_first" = S0), and clears the marker;
+ *    OPLOG_APPLY continues from S0 + 1. Maildirsize files are not copied:
+ *    a missing one is recalculated on first use (maildirsize.h).
+ *  - A replica with the marker (killed mid-snapshot) skips start-up
+ *    recovery, refuses OPLOG_APPLY, answers HELLO with F_NEEDS_SNAPSHOT
+ *    (the primary starts a new snapshot), reports F_IN_SYNC 0 and fences
+ *    itself if assigned PRIMARY. A primary's snapshot holds client writes
+ *    in sync mode like any catch-up (the replica is assigned, not lost).
  *  - Primary: after each group commit the writer's batch is shipped as ONE
  *    MSG_STORE_STORE_OPLOG_APPLY (APPENDs followed by their bytes, read from
  *    the durable file); in sync mode a client's reply is held until every

@@ -70,7 +70,7 @@ class Store:
 
     def __init__(self, root=None, log_level="debug", max_batch=256, ha_control=None,
                  replication_listen=None, replication_mode="sync", replication_timeout="2s",
-                 ha_lease="3s", shard="shard1", pair=""):
+                 ha_lease="3s", shard="shard1", pair="", oplog_keep=None):
         self._own_dir = root is None
         self.dir = root or tempfile.mkdtemp(prefix="mxstore-")
         self.root = os.path.join(self.dir, "root")
@@ -103,8 +103,9 @@ store = {
   publish = %(publish)s;
   index_map_size = "256M";
   max_batch = %(batch)d;
-%(ha)s};
-""" % {"ha": ha, "state": _lc_string(self.dir), "level": _lc_string(log_level),
+%(keep)s%(ha)s};
+""" % {"ha": ha, "keep": "  oplog_keep = %d;\n" % oplog_keep if oplog_keep else "",
+       "state": _lc_string(self.dir), "level": _lc_string(log_level),
        "root": _lc_string(self.root), "listen": _lc_string(self.endpoint),
        "publish": _lc_string(self.publish), "batch": max_batch})
         self.proc = None
@@ -152,6 +153,13 @@ store = {
             name, value = line.split("=", 1)
             reply.append((name, int(value) if name in _NUMERIC else _unescape(value)))
         return reply
+
+    def oplog_seqs(self):
+        """The sequence numbers in the store's operation log (mxctl-store
+        oplog; LMDB lets it read beside a running mx-store)."""
+        out = subprocess.run([os.path.join(build_dir(), "store", "mxctl-store"), "-c", self.config_path, "oplog"],
+                             capture_output=True, check=True)
+        return [int(line.split()[0]) for line in out.stdout.decode().splitlines() if line[:1].isdigit()]
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as f:

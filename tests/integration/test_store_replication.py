@@ -19,6 +19,13 @@ One scenario, in order (each step needs the state the previous one left):
   4. A told a newer epoch refuses B's records: B fences itself (no more
      acks); reassigned in that epoch, replication resumes.
   5. B's mx-ha goes silent: after store.ha_lease B refuses writes.
+
+With a short operation log (store.oplog_keep = 100), further tests show the
+snapshot resync: a replica away while the primary wrote more than the log
+keeps gets a snapshot (index rows and message files at one seq S0, then the
+records after S0), ends identical and can be promoted; a replica killed in
+the middle of a snapshot comes back, asks for a new one and ends identical;
+the primary's log stays bounded.
 """
 
 import os
@@ -222,7 +229,7 @@ class StoreReplicationTest(unittest.TestCase):
         a.start()
         self.wait_role("a", REPLICA, 5)
         self.ha["a"].wait_report(lambda r: r.get("in_sync") == 1, what="A resynced")
-        self.assertIn("store.resync_begin", a.log())
+        self.assertIn("store.snapshot_begin", a.log())
         self.assertEqual(maildir_files(a), maildir_files(b))
         self.assertNotIn(lost_id, "".join(n for _, _, n in maildir_files(a)),
                          "the unacknowledged append must be gone after the resync")
@@ -303,7 +310,7 @@ class StoreReplicationTest(unittest.TestCase):
         self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1 and r["reports"] > before,
                                  what="B resynced")
         self.assertIn("store.orphan_indexed", b.log())
-        self.assertIn("store.resync_begin", b.log())
+        self.assertIn("store.snapshot_begin", b.log())
         self.assertFalse(os.path.exists(stray))
         self.assertEqual(self.append(a, 9).status, OK)
         self.assertEqual(maildir_files(a), maildir_files(b))
@@ -337,6 +344,140 @@ class StoreReplicationTest(unittest.TestCase):
         self.wait_role("a", PRIMARY, 2)
         self.assertEqual(self.append(a, 100).status, OK)
         self.assertEqual(maildir_files(a), maildir_files(b))
+
+
+    # ---- snapshot resync (store.oplog_keep) ----------------------------------
+
+    def use_oplog_keep(self, keep):
+        """Restart both stores with store.oplog_keep = keep (same roots)."""
+        for name in ("a", "b"):
+            self.stores[name].close()
+            self.stores[name] = Store(root=os.path.join(self.dir, name), ha_control=self.ha[name].endpoint,
+                                      replication_listen=self.rep[name], ha_lease="1500ms",
+                                      replication_timeout="2s", oplog_keep=keep)
+
+    def uidnext(self, store, user, mailbox):
+        sel = store.request("mailbox_select", user=user, mailbox=mailbox)
+        self.assertEqual(sel.status, OK, sel)
+        return sel.get("uidnext")
+
+    def test_snapshot_resync_after_the_log_was_trimmed(self):
+        keep = 100
+        self.use_oplog_keep(keep)
+        a, b = self.stores["a"], self.stores["b"]
+        self.ha["b"].assign("replica", 1)
+        self.ha["a"].assign("primary", 1, [self.rep["b"]])
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync")
+        for n in range(4):
+            self.assertEqual(self.append(a, n, mailbox="INBOX" if n % 2 else "Work").status, OK)
+        # B goes away; mx-ha reassigns A without it (degraded)
+        b.stop()
+        self.ha["a"].assign("primary", 2)
+        self.wait_role("a", PRIMARY, 2)
+        start_seq = self.ha["a"].report()["seq"]
+        for n in range(4, 124):
+            self.assertEqual(self.append(a, n, user=USER if n % 5 else USER2,
+                                         mailbox="INBOX" if n % 2 else "Work").status, OK)
+        for mailbox, flag in (("INBOX", "\\Seen"), ("Work", "$Later")):
+            r = a.request("flags_store", user=USER, mailbox=mailbox, uid_set="1:*", flag_mode=1,
+                          fields=[("flag", flag)])
+            self.assertEqual(r.status, OK, r)
+        r = a.request("flags_store", user=USER, mailbox="INBOX", uid_set="1:12", flag_mode=1,
+                      fields=[("flag", "\\Deleted")])
+        self.assertEqual(r.status, OK, r)
+        self.assertEqual(a.request("message_expunge", user=USER, mailbox="INBOX", uid_set="1:12").status, OK)
+        r = a.request("mailbox_rename", user=USER, mailbox="Work", mailbox_new="Projects")
+        self.assertEqual(r.status, OK, r)
+        r = a.request("flags_store", user=USER, mailbox="Projects", uid_set="1:*", flag_mode=1,
+                      fields=[("flag", "\\Flagged")])
+        self.assertEqual(r.status, OK, r)
+        seqs = a.oplog_seqs()
+        seq = seqs[-1]
+        self.assertGreaterEqual(seq - start_seq, 3 * keep, "the primary wrote too few records to trim past B")
+        # every store keeps exactly the newest oplog_keep records (none is
+        # shipping from A now): the log is bounded
+        self.assertEqual(seqs, list(range(seq - keep + 1, seq + 1)))
+
+        # B comes back: the records it needs are gone, so it gets a snapshot
+        self.ha["b"].assign("replica", 3)
+        self.ha["a"].assign("primary", 3, [self.rep["b"]])
+        b.start()
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1 and r.get("epoch") == 3, timeout=30,
+                                 what="B in sync after a snapshot")
+        self.assertIn("store.snapshot_begin", b.log())
+        self.assertIn("store.snapshot_end", b.log())
+        self.assertIn("store.snapshot_end", a.log())
+        self.assertIn("trimmed", a.log())
+        self.assertEqual(maildir_files(a), maildir_files(b))
+        # shipping goes on on top of the snapshot
+        self.assertEqual(self.append(a, 500, mailbox="Projects").status, OK)
+        r = a.request("flags_store", user=USER, mailbox="INBOX", uid_set="13:20", flag_mode=2,
+                      fields=[("flag", "\\Seen")])
+        self.assertEqual(r.status, OK, r)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+        boxes = ((USER, "INBOX"), (USER, "Projects"), (USER2, "INBOX"), (USER2, "Work"))
+        before = {box: fetch_all(a, *box) for box in boxes}
+        uidnext = {box: self.uidnext(a, *box) for box in boxes}
+
+        # kill -9 the primary, promote the replica: same UIDVALIDITY, UIDs,
+        # flags and UIDLs; UIDNEXT does not go back
+        a.kill()
+        self.ha["b"].assign("primary", 4)
+        self.wait_role("b", PRIMARY, 4)
+        for box in boxes:
+            self.assertEqual(fetch_all(b, *box), before[box], box)
+            self.assertEqual(self.uidnext(b, *box), uidnext[box], box)
+            r = self.append(b, 600, user=box[0], mailbox=box[1])
+            self.assertEqual((r.status, r.get("uid")), (OK, uidnext[box]), box)
+        # B's own log is bounded too
+        self.assertLessEqual(len(b.oplog_seqs()), keep)
+
+    def test_replica_killed_during_a_snapshot(self):
+        keep = 100
+        self.use_oplog_keep(keep)
+        a, b = self.stores["a"], self.stores["b"]
+        b.stop()
+        self.ha["a"].assign("primary", 1)  # degraded: B comes later
+        self.wait_role("a", PRIMARY, 1)
+        # big enough that the snapshot takes a while: ~120 MB of files
+        big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 2000
+        for n in range(60):
+            r = a.request("append", user=USER, mailbox="INBOX" if n % 3 else "Big", create=1,
+                          body=big + b"%d\r\n" % n, msgid=new_id(), timeout_ms=20000)
+            self.assertEqual(r.status, OK, r)
+        for mailbox in ("INBOX", "Big"):  # enough records to trim past seq 1
+            for flag in ("\\Seen", "$One"):
+                r = a.request("flags_store", user=USER, mailbox=mailbox, uid_set="1:*", flag_mode=1,
+                              fields=[("flag", flag)])
+                self.assertEqual(r.status, OK, r)
+        self.assertGreater(a.oplog_seqs()[0], 1)
+
+        self.ha["b"].assign("replica", 2)
+        self.ha["a"].assign("primary", 2, [self.rep["b"]])
+        b.start()
+        # the first chunk's files are there: the wipe (and its marker) is
+        # committed, the copy is partial
+        procs.wait_until(lambda: "store.snapshot_begin" in b.log() and maildir_files(b), timeout=20,
+                         interval=0.005, what="B's snapshot to be under way")
+        b.kill()
+        self.assertNotIn("store.snapshot_end", b.log(), "the snapshot ended before the kill: make it bigger")
+        self.assertEqual(self.ha["b"].report().get("in_sync"), 0)
+        # back: it knows its copy is partial, skips start-up recovery and
+        # asks for a snapshot again; only then is it in sync
+        b.start()
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, timeout=60, what="B in sync after a new snapshot")
+        log = b.log()
+        self.assertIn("store.snapshot_incomplete", log)
+        self.assertEqual(log.count("store.snapshot_begin"), 2)
+        self.assertIn("store.snapshot_end", log)
+        self.assertIn("its last snapshot did not finish", a.log())
+        self.assertEqual(maildir_files(a), maildir_files(b))
+        self.assertEqual(self.append(a, 7).status, OK)
+        before = fetch_all(a, USER, "INBOX"), fetch_all(a, USER, "Big")
+        a.kill()
+        self.ha["b"].assign("primary", 3)
+        self.wait_role("b", PRIMARY, 3)
+        self.assertEqual((fetch_all(b, USER, "INBOX"), fetch_all(b, USER, "Big")), before)
 
 
 if __name__ == "__main__":
