@@ -166,6 +166,15 @@ struct peer {
     bool in_sync;      /* acked within the timeout, nothing left behind */
     bool lost;         /* an exchange timed out or failed since its last ack:
                         * reported (F_IN_SYNC 0) so mx-ha drops it */
+    /* Client writes wait for its ack. A new peer starts so; the flag is
+     * cleared only while the peer cannot be promoted: it has never been told
+     * "nothing left" (F_LAG 0, which lets it report in sync) in this epoch
+     * and needs more than one message to catch up, or it wiped itself for a
+     * snapshot. A long catch-up then holds up no write - as PostgreSQL
+     * counts only a caught-up standby as synchronous - and once told lag 0
+     * it is waited for again. */
+    bool must_ack;
+    bool told_lag0; /* sent F_LAG 0 in this epoch: it may be promoted */
     uint64_t acked;    /* last seq it applied durably (PEER_STREAM) */
     uint64_t in_flight_last;
     uint64_t last_ok_ms;
@@ -246,6 +255,8 @@ uint64_t store_repl_safe_seq(const struct store_repl *r)
     uint64_t safe = UINT64_MAX;
     for (size_t i = 0; i < r->n_peers; i++) {
         const struct peer *p = r->peers[i];
+        if (!p->must_ack)
+            continue;
         uint64_t a = p->state == PEER_STREAM ? p->acked : 0;
         if (a < safe)
             safe = a;
@@ -423,6 +434,7 @@ static void peers_set(struct store_repl *r, char **endpoints, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct peer *p = mx_calloc(1, sizeof *p);
         p->r = r;
+        p->must_ack = true;
         p->endpoint = mx_strdup(endpoints[i]);
         const char *error;
         struct mx_client_config cc = { .name = "replica", .timeout_ms = r->timeout_ms, .max_attempts = 1,
@@ -462,7 +474,7 @@ static void peer_lost(struct peer *p, const char *why, bool report_lost)
     p->in_sync = false;
     p->told_in_sync = false;
     p->r->report_again = true;
-    if (report_lost && p->acked < p->r->committed)
+    if (report_lost && p->must_ack && p->acked < p->r->committed)
         writes_unconfirmable(p->r, p->endpoint, why);
 }
 
@@ -698,6 +710,18 @@ static void ship(struct peer *p)
         return;
     }
     mx_frame_put_u64(&f, F_LAG, m.seq - c.last);
+    if (m.seq == c.last) {
+        /* once it applies this it may report in sync: from here on it has
+         * every write we acknowledge */
+        p->must_ack = p->told_lag0 = true;
+    } else if (p->must_ack && !p->told_lag0) {
+        p->must_ack = false;
+        mx_log(MX_LOG_NOTICE, "store.replica_catching_up", MX_KV("replica", p->endpoint),
+               MX_KVU("from_seq", p->acked + 1), MX_KVU("committed", m.seq),
+               MX_KV("effect", "client writes do not wait for it until it is in sync"));
+        if (r->notify)
+            r->notify(r->notify_ctx);
+    }
     p->in_flight_last = c.last;
     peer_send(p, &f, on_apply_done);
 }
@@ -855,7 +879,15 @@ static void on_snapshot_done(void *ctx, enum mx_bus_result result, const struct 
     p->lost = false;
     p->last_ok_ms = now_ms();
     if (!ps->begun) {
+        /* it wiped itself and marked the copy incomplete: it cannot be
+         * promoted (nor serve as primary) until told lag 0 again */
         ps->begun = true;
+        p->told_lag0 = false;
+        if (p->must_ack) {
+            p->must_ack = false;
+            if (r->notify)
+                r->notify(r->notify_ctx);
+        }
     } else if (ps->end_sent) {
         uint64_t seq = 0;
         if (mx_frame_get_u64(reply, F_SEQ, &seq) < 0 || seq != ps->seq) {
@@ -1454,7 +1486,7 @@ static void assign(struct store_repl *r, const struct mx_frame_view *f)
             bool kept = false;
             for (size_t k = 0; k < n && !kept; k++)
                 kept = strcmp(peers[k], r->peers[i]->endpoint) == 0;
-            if (!kept && r->peers[i]->acked < r->committed)
+            if (!kept && r->peers[i]->must_ack && r->peers[i]->acked < r->committed)
                 writes_unconfirmable(r, r->peers[i]->endpoint, "mx-ha dropped the replica");
         }
         if (peers_changed) {

@@ -42,13 +42,19 @@
  *  - A replica with the marker (killed mid-snapshot) skips start-up
  *    recovery, refuses OPLOG_APPLY, answers HELLO with F_NEEDS_SNAPSHOT
  *    (the primary starts a new snapshot), reports F_IN_SYNC 0 and fences
- *    itself if assigned PRIMARY. A primary's snapshot holds client writes
- *    in sync mode like any catch-up (the replica is assigned, not lost).
+ *    itself if assigned PRIMARY. Client writes do not wait for a replica
+ *    receiving a snapshot (see "Primary" below).
  *  - Primary: after each group commit the writer's batch is shipped as ONE
  *    MSG_STORE_STORE_OPLOG_APPLY (APPENDs followed by their bytes, read from
  *    the durable file); in sync mode a client's reply is held until every
- *    assigned replica acked a seq at or past the client's batch
- *    (store_repl_safe_seq). Batches committed while one is in flight go out
+ *    assigned replica that may be promoted acked a seq at or past the
+ *    client's batch (store_repl_safe_seq). "May be promoted": it was told
+ *    F_LAG 0 in this epoch, or it is new and close enough to be told so
+ *    with the next message (peer.must_ack). A replica that needs more than
+ *    one message to catch up, or a snapshot, cannot report in sync, so
+ *    writes meanwhile are acknowledged without it; it is waited for again
+ *    from the message that tells it F_LAG 0 (store.replica_catching_up in
+ *    the log). A catch-up never stops the shard's writes. Batches committed while one is in flight go out
  *    together in the next message (pipelining: the writer never waits for
  *    the network). A replica that does not ack in store.replication_timeout
  *    is reported lost: the primary's F_IN_SYNC turns 0 and the replica is

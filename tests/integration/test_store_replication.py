@@ -31,6 +31,7 @@ the primary's log stays bounded.
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -130,6 +131,9 @@ class StoreReplicationTest(unittest.TestCase):
         self.ha["a"].assign("primary", 1, [self.rep["b"]])
         self.wait_role("b", REPLICA, 1)
         self.wait_role("a", PRIMARY, 1)
+        # a write before B caught up does not wait for it (B could not be
+        # promoted then); once B reports in sync, every write waits for B
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, what="B in sync")
         self.assertEqual(self.append(b, 0).status, STALE_EPOCH, "a replica must refuse writes")
         self.assertEqual(b.request("mailbox_list", user=USER).status, STALE_EPOCH,
                          "a replica must refuse reads")
@@ -346,6 +350,35 @@ class StoreReplicationTest(unittest.TestCase):
         self.assertEqual(maildir_files(a), maildir_files(b))
 
 
+    def test_a_replica_catching_up_holds_up_no_write(self):
+        """A replica far behind cannot be promoted until told it has
+        everything: client writes meanwhile do not wait for it."""
+        a, b = self.stores["a"], self.stores["b"]
+        b.stop()
+        self.ha["a"].assign("primary", 1)  # degraded: B comes later
+        self.wait_role("a", PRIMARY, 1)
+        tool = os.path.join(os.environ["MX_BUILD_DIR"], "tests", "tools", "mx-store-load")
+        out = subprocess.run([tool, a.endpoint, USER, "2000", "32", "16384"], capture_output=True,
+                             text=True, timeout=300)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.ha["b"].assign("replica", 2)
+        self.ha["a"].assign("primary", 2, [self.rep["b"]])
+        b.start()
+        procs.wait_until(lambda: "store.replica_catching_up" in a.log(), timeout=20, interval=0.005,
+                         what="A shipping B's backlog")
+        b.proc.pause()
+        try:
+            if "store.replica_in_sync" in b.log():
+                self.skipTest("B caught up with 2000 messages before it could be paused")
+            # waiting for the frozen B would end in TEMPFAIL after 1s
+            self.assertEqual(self.append(a, 1, timeout_ms=20000).status, OK)
+        finally:
+            b.proc.resume()
+        self.ha["b"].wait_report(lambda r: r.get("in_sync") == 1, timeout=60, what="B in sync")
+        # in sync again: every write waits for B
+        self.assertEqual(self.append(a, 2).status, OK)
+        self.assertEqual(maildir_files(a), maildir_files(b))
+
     # ---- snapshot resync (store.oplog_keep) ----------------------------------
 
     def use_oplog_keep(self, keep):
@@ -459,8 +492,13 @@ class StoreReplicationTest(unittest.TestCase):
         # committed, the copy is partial
         procs.wait_until(lambda: "store.snapshot_begin" in b.log() and maildir_files(b), timeout=20,
                          interval=0.005, what="B's snapshot to be under way")
+        # B wiped itself and cannot be promoted before the copy is done: a
+        # client write does not wait for it (with B frozen, waiting would end
+        # in TEMPFAIL after store.replication_timeout)
+        b.proc.pause()
+        self.assertNotIn("store.snapshot_end", b.log(), "the snapshot ended before the pause: make it bigger")
+        self.assertEqual(self.append(a, 6, timeout_ms=20000).status, OK)
         b.kill()
-        self.assertNotIn("store.snapshot_end", b.log(), "the snapshot ended before the kill: make it bigger")
         self.assertEqual(self.ha["b"].report().get("in_sync"), 0)
         # back: it knows its copy is partial, skips start-up recovery and
         # asks for a snapshot again; only then is it in sync
