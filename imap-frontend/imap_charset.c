@@ -217,6 +217,74 @@ char *imap_header_decode(const char *value, size_t len)
     return decoded;
 }
 
+/* --- addresses ------------------------------------------------------------ */
+
+char *imap_address_strip_comments(const char *s, size_t len)
+{
+    char *out = mx_malloc(len + 2);
+    size_t n = 0;
+    unsigned comment = 0;
+    bool quoted = false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '\0')
+            continue;
+        if (comment > 0) {
+            if (c == '\\')
+                i++;
+            else if (c == '(')
+                comment++;
+            else if (c == ')' && --comment == 0)
+                out[n++] = ' ';
+            continue;
+        }
+        if (quoted) {
+            if (c == '\\') {
+                /* keep an escape only with the character it escapes */
+                if (i + 1 < len && s[i + 1] != '\0') {
+                    out[n++] = c;
+                    out[n++] = s[++i];
+                }
+                continue;
+            }
+            out[n++] = c;
+            if (c == '"')
+                quoted = false;
+            continue;
+        }
+        if (c == '(') {
+            comment = 1;
+            continue;
+        }
+        if (c == ')')
+            continue;
+        if (c == '"')
+            quoted = true;
+        out[n++] = c;
+    }
+    if (quoted)
+        out[n++] = '"';
+    out[n] = '\0';
+    return out;
+}
+
+char *imap_address_list_text(const char *value, size_t len)
+{
+    imap_charset_init();
+    char *text = imap_address_strip_comments(value, len);
+    InternetAddressList *list = internet_address_list_parse(NULL, text);
+    free(text);
+    if (list == NULL)
+        return mx_strdup("");
+    char *formatted = internet_address_list_to_string(list, NULL, FALSE);
+    g_object_unref(list);
+    if (formatted == NULL)
+        return mx_strdup("");
+    char *out = mx_strdup(formatted);
+    g_free(formatted);
+    return out;
+}
+
 /* --- body text ----------------------------------------------------------- */
 
 struct body_text {

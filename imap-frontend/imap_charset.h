@@ -65,6 +65,19 @@ char *imap_header_unfold(const char *value, size_t len);
  * are taken as the GMime fallback charsets, i.e. ISO-8859-1). */
 char *imap_header_decode(const char *value, size_t len);
 
+/* imap_address_strip_comments - an address field's raw value without
+ * RFC 5322 comments (each replaced by a space) and with an unterminated
+ * quoted string closed. Comments are no part of the ENVELOPE address
+ * (RFC 3501 7.4.2), and GMime 3.2's address parser leaks memory on some
+ * malformed ones (e.g. a domain literal followed by an unclosed comment). */
+char *imap_address_strip_comments(const char *s, size_t len);
+
+/* imap_address_list_text - an address field as its ENVELOPE addresses
+ * read: "Name <local@domain>, group: Other <x@y>;" with display names
+ * decoded to UTF-8 and comments, routes and folding gone ("" when nothing
+ * parses). What SEARCH FROM/TO/CC/BCC look in (RFC 3501 6.4.4). */
+char *imap_address_list_text(const char *value, size_t len);
+
 /* imap_header_get - the raw value of the first field called name
  * (case-insensitive) in the header block, or NULL. */
 const char *imap_header_get(const char *hdr, size_t hdr_len, const char *name, size_t *value_len_r);

@@ -4,6 +4,7 @@
  * NAMESPACE, QUOTA, CLOSE, UNSELECT. */
 #include "imap_session.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,7 +610,7 @@ static void list_op_free(void *p)
  * enough for mixed patterns, so a bounded recursion (patterns are short:
  * the line limit) with memo-free worst case O(n*m) via the two-pointer
  * algorithm per wildcard segment. */
-static bool pattern_match(const char *p, const char *n)
+static bool pattern_match(const char *p, const char *n, const char *ci_end)
 {
     while (*p) {
         if (*p == '*' || *p == '%') {
@@ -624,14 +625,15 @@ static bool pattern_match(const char *p, const char *n)
             for (const char *q = n; *q; q++) {
                 if (w == '%' && *q == '/' && *p != '/')
                     return false;
-                if (pattern_match(p, q))
+                if (pattern_match(p, q, ci_end))
                     return true;
                 if (w == '%' && *q == '/')
                     return false;
             }
             return false;
         }
-        if (*n == '\0' || *p != *n)
+        if (*n == '\0' ||
+            (*p != *n && (n >= ci_end || tolower((unsigned char)*p) != tolower((unsigned char)*n))))
             return false;
         p++;
         n++;
@@ -639,10 +641,22 @@ static bool pattern_match(const char *p, const char *n)
     return *n == '\0';
 }
 
+/* name_pattern_match - pattern_match with INBOX's case-insensitivity: the
+ * name INBOX (and its first level in INBOX/child) is matched case-
+ * insensitively, so "inbox*" or "Inb%" list it as "INBOX" and "inbox"
+ * do (RFC 9051 5.1 / 6.3.9: INBOX is case-insensitive; RFC 3501 6.3.8). */
+static bool name_pattern_match(const char *pattern, const char *name)
+{
+    const char *ci_end = name;
+    if (strncmp(name, "INBOX", 5) == 0 && (name[5] == '\0' || name[5] == '/'))
+        ci_end = name + 5;
+    return pattern_match(pattern, name, ci_end);
+}
+
 static bool list_matches(const struct list_op *op, const char *name)
 {
     for (size_t i = 0; i < op->n_patterns; i++)
-        if (pattern_match(op->patterns[i], name))
+        if (name_pattern_match(op->patterns[i], name))
             return true;
     return false;
 }
@@ -652,7 +666,7 @@ static bool list_matches(const struct list_op *op, const char *name)
 static bool list_matches_percent(const struct list_op *op, const char *name)
 {
     for (size_t i = 0; i < op->n_patterns; i++)
-        if (strchr(op->patterns[i], '%') && pattern_match(op->patterns[i], name))
+        if (strchr(op->patterns[i], '%') && name_pattern_match(op->patterns[i], name))
             return true;
     return false;
 }

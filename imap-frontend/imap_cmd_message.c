@@ -240,6 +240,35 @@ static void modseq_advance(struct imap_session *s, uint64_t seen_before, const s
         s->sel.highestmodseq = highest;
 }
 
+/* finish_expunging - the tagged OK of a command that expunged messages
+ * (EXPUNGE, UID EXPUNGE, MOVE). After ENABLE QRESYNC it carries the
+ * HIGHESTMODSEQ the client may now rely on (RFC 7162 3.2.7 and 3.2.9; MOVE
+ * expunges from the source as EXPUNGE does, RFC 6851 3.3): the view's
+ * value, which never covers a change the client has not been told about. */
+static void finish_expunging(struct imap_session *s, const char *text)
+{
+    if (s->qresync)
+        imap_done_ok(s, "[HIGHESTMODSEQ %llu] %s", (unsigned long long)s->sel.highestmodseq, text);
+    else
+        finish_command(s, text);
+}
+
+/* expunge_modseq_advance - after an EXPUNGE of ours: the store gave every
+ * expunged message its own new mod-sequence. If the mailbox's HIGHESTMODSEQ
+ * moved by exactly that many since the view's, nothing else changed in
+ * between, and the view (which has just reported the expunges) may move to
+ * it; otherwise it stays and the next sync reports the rest. */
+static void expunge_modseq_advance(struct imap_session *s, uint64_t seen_before, size_t n_gone,
+                                   const struct mx_frame_view *reply)
+{
+    uint64_t highest;
+    if (s->sel.highestmodseq != seen_before ||
+        mx_frame_get_u64(reply, F_HIGHESTMODSEQ, &highest) < 0 || highest <= seen_before)
+        return;
+    if (highest - seen_before == n_gone)
+        s->sel.highestmodseq = highest;
+}
+
 /* parse_flag - a flag argument: *bit_r for a system flag, 0 for a valid
  * keyword; -1 for \Recent, an unknown "\" flag or a bad atom. */
 static int parse_flag(const struct imap_arg *a, uint32_t *bit_r)
@@ -1320,7 +1349,7 @@ static void on_copy_reply(void *ctx, enum mx_status status, const char *text,
         free(src);
         free(dst);
         free(copyuid);
-        finish_command(s, s->cmd.uid ? "UID MOVE completed" : "MOVE completed");
+        finish_expunging(s, s->cmd.uid ? "UID MOVE completed" : "MOVE completed");
         return;
     }
     char *ok = mx_asprintf("%s%s", copyuid ? copyuid : "",
@@ -1407,7 +1436,11 @@ static void on_expunge_reply(void *ctx, enum mx_status status, const char *text,
     if (k > 0)
         imap_view_expunge_uids(s, gone, k);
     free(gone);
-    finish_command(s, s->cmd.uid ? "UID EXPUNGE completed" : "EXPUNGE completed");
+    /* only when every expunged message was in the view (and so was
+     * reported) may the view's HIGHESTMODSEQ cover them all */
+    if (k == n)
+        expunge_modseq_advance(s, message_op_of(s)->modseq_before, n, reply);
+    finish_expunging(s, s->cmd.uid ? "UID EXPUNGE completed" : "EXPUNGE completed");
 }
 
 void imap_cmd_expunge(struct imap_session *s)
@@ -1427,7 +1460,7 @@ void imap_cmd_expunge(struct imap_session *s)
         if (imap_session_uidset(s, &cmd->args[0], true, &op->uidset) < 0)
             return;
         if (imap_seqset_count(&op->uidset) == 0) {
-            finish_command(s, "UID EXPUNGE completed");
+            finish_expunging(s, "UID EXPUNGE completed");
             return;
         }
         char *text = imap_seqset_format(&op->uidset);
@@ -1437,6 +1470,7 @@ void imap_cmd_expunge(struct imap_session *s)
     } else {
         mailbox_request(s, &frame, MSG_ANY_STORE_MESSAGE_EXPUNGE);
     }
+    op->modseq_before = s->sel.highestmodseq;
     (void)send_request(s, &frame, on_expunge_reply);
 }
 

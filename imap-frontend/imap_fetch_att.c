@@ -66,8 +66,13 @@ static int parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
 int imap_fetch_parse_partial(const char *text, uint64_t *offset, uint64_t *length)
 {
     const char *dot = strchr(text, '.');
-    if (dot == NULL)
-        return -1;
+    if (dot == NULL) {
+        /* "<o>": not in the grammar, which wants <o.l>, but Dovecot takes
+         * it as "from o to the end", imaptest sends it, and accepting it
+         * costs nothing: the response names the same <o> either way */
+        *length = UINT64_MAX;
+        return parse_u64(text, strlen(text), NUMBER64_MAX, offset);
+    }
     if (parse_u64(text, (size_t)(dot - text), NUMBER64_MAX, offset) < 0 ||
         parse_u64(dot + 1, strlen(dot + 1), NUMBER64_MAX, length) < 0 || *length == 0)
         return -1;

@@ -21,6 +21,19 @@ static bool name_listed(const char *name, size_t name_len, char *const *names, s
     return false;
 }
 
+/* header_has_blank_line - whether the header block ends with the empty line
+ * that separates it from a body (CRLF or bare LF). */
+static bool header_has_blank_line(const char *hdr, size_t hdr_len)
+{
+    size_t end = imap_header_end(hdr, hdr_len);
+    if (end == 0 || hdr[end - 1] != '\n')
+        return false;
+    size_t line_start = end - 1;
+    if (line_start > 0 && hdr[line_start - 1] == '\r')
+        line_start--;
+    return line_start == 0 || hdr[line_start - 1] == '\n';
+}
+
 char *imap_header_filter(const char *hdr, size_t hdr_len, char *const *names, size_t n_names,
                          bool exclude, size_t *out_len_r)
 {
@@ -41,8 +54,13 @@ char *imap_header_filter(const char *hdr, size_t hdr_len, char *const *names, si
             out[n++] = '\n';
         }
     }
-    out[n++] = '\r';
-    out[n++] = '\n';
+    /* RFC 3501 6.4.5: the blank line is included in all header fetches,
+     * except for a message which has no body and no blank line (and a
+     * non-message part, whose header is empty). */
+    if (header_has_blank_line(hdr, hdr_len)) {
+        out[n++] = '\r';
+        out[n++] = '\n';
+    }
     out[n] = '\0';
     *out_len_r = n;
     return out;

@@ -13,8 +13,9 @@
 /* imap_header_filter - the fields of a header block whose names are (or,
  * with exclude, are not) in names[0..n_names), compared case-insensitively,
  * each copied verbatim with its folded continuation lines, followed by the
- * blank line RFC 9051 6.4.5 says HEADER.FIELDS includes. hdr may or may not
- * end with the blank line; a field without a final line break gets CRLF.
+ * blank line RFC 9051 6.4.5 says HEADER.FIELDS includes when hdr has one (a
+ * message without body and blank line, or a part without header, gets none:
+ * RFC 3501 6.4.5). A field without a final line break gets CRLF.
  * Lines that are not fields (no colon, or junk before the first field) are
  * dropped. Heap result (NUL-terminated too), length in *out_len_r. */
 char *imap_header_filter(const char *hdr, size_t hdr_len, char *const *names, size_t n_names,

@@ -64,6 +64,7 @@ struct search_key {
     char *name;        /* keyword / header field name */
     char *needle;      /* folded search string */
     size_t needle_len;
+    bool envelope_address; /* FROM/TO/CC/BCC: the ENVELOPE addresses count too */
     int64_t days;
     uint64_t number;
     struct seqset set;
@@ -688,6 +689,7 @@ static struct search_key *parse_key(struct parser *p, struct cursor *c, unsigned
             return NULL;
         struct search_key *key = key_new(p, KEY_HEADER, IMAP_SEARCH_NEED_HEADER);
         key->name = mx_strdup(address_headers[k]);
+        key->envelope_address = strcmp(address_headers[k], "SUBJECT") != 0;
         if (!make_needle(p, key, value, address_headers[k])) {
             key_free(key);
             return NULL;
@@ -953,6 +955,16 @@ static bool match_header(struct eval *ev, const struct search_key *key)
         free(decoded);
         bool hit = contains(folded, folded_len, key->needle, key->needle_len);
         free(folded);
+        if (!hit && key->envelope_address) {
+            /* RFC 3501 6.4.4: FROM etc. search "the envelope structure's
+             * FROM field", where "<user (c)@ (c) host>" is user@host: the
+             * addresses as parsed, comments and folding gone */
+            char *addresses = imap_address_list_text(value, value_len);
+            folded = imap_fold(addresses, strlen(addresses), &folded_len);
+            free(addresses);
+            hit = contains(folded, folded_len, key->needle, key->needle_len);
+            free(folded);
+        }
         if (hit)
             return true;
     }

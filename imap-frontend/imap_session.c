@@ -482,6 +482,14 @@ int imap_session_uidset(struct imap_session *s, const struct imap_arg *arg, bool
             imap_seqset_add(&set, v, v);
         }
     }
+    if (!uid_mode && set.has_star && s->sel.count == 0) {
+        /* RFC 9051 section 9 (seq-number): a message number beyond the
+         * last message is BAD, "this includes '*' if the selected mailbox
+         * is empty" (UIDs differ: there "*" is UIDNEXT and matches nothing). */
+        imap_seqset_free(&set);
+        imap_done_bad(s, "Message number out of range (\"*\" in an empty mailbox)");
+        return -1;
+    }
     uint32_t max = s->sel.count == 0 ? 0
                    : uid_mode       ? s->sel.uids[s->sel.count - 1]
                                     : s->sel.count;

@@ -294,59 +294,6 @@ static InternetAddressMailbox *first_mailbox(InternetAddressList *list)
     return NULL;
 }
 
-/* The address list text without RFC 5322 comments (replaced by a space)
- * and with an unterminated quoted string closed. Comments are no part of
- * any sort key, and GMime 3.2's address parser leaks memory on some
- * malformed ones (e.g. a domain literal followed by an unclosed comment). */
-static char *strip_comments(const char *s, size_t len)
-{
-    char *out = mx_malloc(len + 2);
-    size_t n = 0;
-    unsigned comment = 0;
-    bool quoted = false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '\0')
-            continue;
-        if (comment > 0) {
-            if (c == '\\')
-                i++;
-            else if (c == '(')
-                comment++;
-            else if (c == ')' && --comment == 0)
-                out[n++] = ' ';
-            continue;
-        }
-        if (quoted) {
-            if (c == '\\') {
-                /* keep an escape only with the character it escapes */
-                if (i + 1 < len && s[i + 1] != '\0') {
-                    out[n++] = c;
-                    out[n++] = s[++i];
-                }
-                continue;
-            }
-            out[n++] = c;
-            if (c == '"')
-                quoted = false;
-            continue;
-        }
-        if (c == '(') {
-            comment = 1;
-            continue;
-        }
-        if (c == ')')
-            continue;
-        if (c == '"')
-            quoted = true;
-        out[n++] = c;
-    }
-    if (quoted)
-        out[n++] = '"';
-    out[n] = '\0';
-    return out;
-}
-
 /* addr-mailbox (RFC 5256 FROM/TO/CC) or RFC 5957 display form */
 static char *address_key(const struct imap_sort_msg *msg, const char *field, bool display)
 {
@@ -354,12 +301,22 @@ static char *address_key(const struct imap_sort_msg *msg, const char *field, boo
     const char *value = header_value(msg, field, &len);
     if (value == NULL)
         return mx_strdup("");
-    char *text = strip_comments(value, len);
+    char *text = imap_address_strip_comments(value, len);
     InternetAddressList *list = internet_address_list_parse(NULL, text);
     free(text);
+    InternetAddress *first = list != NULL && internet_address_list_length(list) > 0
+                                 ? internet_address_list_get_address(list, 0)
+                                 : NULL;
     InternetAddressMailbox *mb = first_mailbox(list);
     char *key;
-    if (mb == NULL) {
+    if (first != NULL && INTERNET_ADDRESS_IS_GROUP(first)) {
+        /* The first address is a group: in the ENVELOPE it is the group
+         * start (NIL NIL "group name" NIL), so its addr-mailbox, the
+         * RFC 5256 key, is the group name ("undisclosed-recipients:;");
+         * with no display-name RFC 5957 falls back to the same. */
+        const char *group = internet_address_get_name(first);
+        key = imap_fold_sort(group != NULL ? group : "", group != NULL ? strlen(group) : 0);
+    } else if (mb == NULL) {
         key = mx_strdup("");
     } else {
         const char *addr = internet_address_mailbox_get_addr(mb);

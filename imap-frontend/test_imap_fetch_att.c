@@ -149,7 +149,9 @@ static void test_sections_and_echo(void **state)
     expect_refused("BINARY[HEADER]", false, "part numbers only");
     expect_refused("BINARY[1.MIME]", false, "part numbers only");
     expect_refused("BINARY.SIZE[1]<0.5>", false, "BINARY.SIZE takes no partial");
-    expect_refused("BODY[]<5>", false, "invalid partial");
+    expect_echo("BODY[]<5>", false, "BODY[]<5>"); /* to the end, as Dovecot */
+    expect_refused("BODY[]<>", false, "invalid partial");
+    expect_refused("BODY[]<5.>", false, "invalid partial");
     expect_refused("BODY[]<5.0>", false, "invalid partial");
     expect_refused("BODY[]<.5>", false, "invalid partial");
     expect_refused("BODY[]<99999999999999999999.1>", false, "invalid partial");

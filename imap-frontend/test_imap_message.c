@@ -61,8 +61,15 @@ static void test_filter_no_blank_line_and_bare_lf(void **state)
 {
     (void)state;
     char *names[] = { "a" };
-    /* a header without its blank line, a last line without line break */
-    assert_filter("A: 1\nB: 2\nA: 3", names, 1, false, "A: 1\nA: 3\r\n\r\n");
+    /* a header without its blank line (a message without body): no blank
+     * line is added (RFC 3501 6.4.5); a last line without line break */
+    assert_filter("A: 1\nB: 2\nA: 3", names, 1, false, "A: 1\nA: 3\r\n");
+    assert_filter("A: 1\r\nB: 2\r\n", names, 1, false, "A: 1\r\n");
+    /* bare-LF blank line: the blank line is sent as CRLF */
+    assert_filter("A: 1\nB: 2\n\nbody", names, 1, false, "A: 1\n\r\n");
+    /* the empty header of a part that is not a message: nothing at all */
+    assert_filter("", names, 1, false, "");
+    assert_filter("\r\n", names, 1, false, "\r\n");
 }
 
 static void test_filter_stops_at_body(void **state)

@@ -367,6 +367,33 @@ static void test_header_keys(void **state)
     assert_file_match("SUBJECT \"καλημερα\"", "cyrillic_greek.eml");
 }
 
+/* RFC 3501 6.4.4: FROM/TO/CC/BCC search the ENVELOPE addresses, where
+ * comments and folding inside an addr-spec are gone (RFC 5322 3.4.1). */
+static void test_address_keys_use_parsed_addresses(void **state)
+{
+    (void)state;
+    static const char raw[] = "From: <alpha (a note)@ (more)\r\n beta.example>\r\n"
+                              "To: gamma@delta.example (Real Gamma), Name <eps@zeta.example>\r\n"
+                              "Cc: team: one@g.example, =?utf-8?q?J=C3=B6rg?= <two@g.example>;\r\n"
+                              "Subject: (not an address) x@y\r\n"
+                              "\r\nbody\r\n";
+    struct imap_search_msg m = index_msg(1, 0);
+    m.raw = raw;
+    m.raw_len = sizeof raw - 1;
+    m.size = m.raw_len;
+    assert_match("FROM alpha@beta.example", &m);
+    assert_match("FROM \"ALPHA@beta\"", &m);
+    assert_match("TO \"real gamma\"", &m);        /* the raw text still counts */
+    assert_match("TO \"Name <eps@zeta.example>\"", &m);
+    assert_match("CC \"jörg <two@g\"", &m);       /* decoded display name */
+    assert_match("CC team", &m);
+    assert_no_match("BCC alpha", &m);
+    assert_no_match("FROM gamma", &m);
+    /* SUBJECT is no address field: no parsing there */
+    assert_no_match("SUBJECT \"x@y,\"", &m);
+    assert_match("SUBJECT \"(not an address) x@y\"", &m);
+}
+
 static void test_sent_date_keys(void **state)
 {
     (void)state;
@@ -812,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_size_and_sets),
         cmocka_unit_test(test_need),
         cmocka_unit_test(test_header_keys),
+        cmocka_unit_test(test_address_keys_use_parsed_addresses),
         cmocka_unit_test(test_sent_date_keys),
         cmocka_unit_test(test_body_and_text),
         cmocka_unit_test(test_japanese),

@@ -1020,6 +1020,35 @@ class TestFetchBody(ConformanceCase):
                        b"BODY[HEADER.FIELDS.NOT (DATE MESSAGE-ID X-TWICE X-FOLDED TO)]")
         self.assertEqual(got, b"From: User One <user1@example.org>\r\nSubject: s1\r\n\r\n")
 
+    def test_header_fields_of_message_without_body(self):
+        # RFC 3501 6.4.5: "the blank line is included in all header fetches,
+        # except in the case of a message which has no body and no blank
+        # line" - HEADER.FIELDS.NOT must not invent one either.  (Dovecot
+        # 2.3 adds it for HEADER.FIELDS but not .NOT; only .NOT is checked
+        # so that the reference passes too.)
+        header_only = b"From: a@example.org\r\nSubject: no body\r\nX-Drop: me\r\n"
+        self.s.append(header_only)
+        self.s.select()
+        lines, _ = self.s.ok(b"FETCH 4 (BODY.PEEK[HEADER] BODY.PEEK[HEADER.FIELDS.NOT (X-DROP)])")
+        self.assertEqual(fetch_of(lines, 4, b"BODY[HEADER]"), header_only)
+        self.assertEqual(fetch_of(lines, 4, b"BODY[HEADER.FIELDS.NOT (X-DROP)]"),
+                         b"From: a@example.org\r\nSubject: no body\r\n")
+
+    def test_header_fields_of_a_part_that_is_no_message(self):
+        # [n.HEADER...] is defined for message/rfc822 parts (RFC 9051 6.4.5);
+        # on a text part whose [n.HEADER] is empty, [n.HEADER.FIELDS] must
+        # not answer a blank line the header does not have
+        lines, _ = self.s.ok(b"FETCH 3 (BODY.PEEK[1.HEADER] BODY.PEEK[1.HEADER.FIELDS (FROM)] "
+                             b"BODY.PEEK[1.HEADER.FIELDS.NOT (FROM)])")
+        header = fetch_of(lines, 3, b"BODY[1.HEADER]")
+        self.assertEqual(header, b"", lines)
+        self.assertEqual(fetch_of(lines, 3, b"BODY[1.HEADER.FIELDS (FROM)]"), header)
+        self.assertEqual(fetch_of(lines, 3, b"BODY[1.HEADER.FIELDS.NOT (FROM)]"), header)
+        # the encapsulated message's header keeps its blank line
+        self.assertEqual(self.one(3, b"BODY.PEEK[2.HEADER.FIELDS.NOT (FROM DATE CONTENT-TYPE)]",
+                                  b"BODY[2.HEADER.FIELDS.NOT (FROM DATE CONTENT-TYPE)]"),
+                         b"Subject: submsg\r\n\r\n")
+
     def test_mime_sections_of_nested_message(self):
         part1 = b"hello\r\n"  # the CRLF before a boundary belongs to it (RFC 2046 5.1.1)
         self.assertEqual(self.one(3, b"BODY.PEEK[1]", b"BODY[1]"), part1)
@@ -1433,6 +1462,47 @@ class TestSearch(ConformanceCase):
         lines, _ = s.ok(b"UID SEARCH 2:3")
         self.assertEqual(sorted(search_result(lines)), [u[1], u[2]])
 
+    def test_address_keys_search_the_envelope_addresses(self):
+        # RFC 3501 6.4.4: FROM/TO/CC/BCC look in "the envelope structure's"
+        # field: comments and folding inside an addr-spec are no part of
+        # the address (RFC 5322 3.4.1 CFWS), so <local (c)@ (c) host> is
+        # local@host; a trailing comment is the display name in ENVELOPE
+        s = self.session()
+        s.append(b"From: <alpha (a note)@ (more)\r\n beta.example>\r\n"
+                 b"To: gamma@delta.example (Real Gamma), Name <eps@zeta.example>\r\n"
+                 b"Cc: team: one@g.example, two@g.example;\r\n"
+                 b"Subject: addresses\r\n\r\nbody\r\n")
+        s.append(msg(b"other"))
+        s.select()
+        cases = [(b"FROM alpha@beta.example", [1]), (b'FROM "alpha@beta"', [1]),
+                 (b"FROM lpha@beta.exampl", [1]), (b"TO gamma@delta.example", [1]),
+                 (b'TO "Real Gamma"', [1]), (b"TO eps@zeta.example", [1]),
+                 (b"CC two@g.example", [1]), (b"FROM user1@example.org", [2]),
+                 (b"FROM zeta.example", [])]
+        for criteria, want in cases:
+            with self.subTest(criteria=criteria):
+                self.assertEqual(self.search(s, criteria), want)
+
+    def test_star_in_an_empty_mailbox(self):
+        # RFC 9051 section 9 (seq-number): a message number beyond the last
+        # message is BAD, "this includes '*' if the selected mailbox is
+        # empty"; as a UID "*" is then UIDNEXT and simply matches nothing
+        s = self.session()
+        s.ok(b"CREATE empty")
+        s.select(b"empty")
+        for cmd in (b"FETCH 1:* (FLAGS)", b"FETCH * (UID)", b"STORE 1:* +FLAGS (\\Seen)",
+                    b"COPY * INBOX"):
+            with self.subTest(cmd=cmd):
+                status, lines, line = s.command(cmd)
+                self.assertEqual(status, b"BAD", line)
+                self.assertEqual(fetches(lines), [])
+        for cmd in (b"UID FETCH 1:* (FLAGS)", b"UID STORE 1:* +FLAGS (\\Seen)",
+                    b"UID COPY 1:* INBOX", b"SEARCH 1:*", b"UID SEARCH 1:*"):
+            with self.subTest(cmd=cmd):
+                lines, _ = s.ok(cmd)
+                self.assertEqual(fetches(lines), [])
+                self.assertEqual(search_result(lines), [])
+
     def test_empty_result_format(self):
         s = self.session()
         self.populate(s, 1)
@@ -1602,6 +1672,38 @@ class TestCondstoreQresync(ConformanceCase):
         self.assertEqual(len(earlier), 1, "RFC 7162 3.2.6: %r" % lines)
         self.assertEqual(parse_set(earlier[0].split()[-1]), {uids[1], uids[2]})
 
+    def test_qresync_expunge_and_move_report_highestmodseq(self):
+        # RFC 7162 3.2.7 / 3.2.9: after ENABLE QRESYNC the tagged OK of
+        # EXPUNGE and UID EXPUNGE carries [HIGHESTMODSEQ n] (RFC 6851 4.4:
+        # MOVE too), so a client can resynchronize later from there; without
+        # QRESYNC nothing changes
+        s = self.session()
+        self.populate(s, 6)
+        s.ok(b"CREATE dest")
+        lines, _ = s.ok(b"ENABLE QRESYNC")
+        s.qresync = True
+        select_lines, _ = s.select()
+        at_select = int(code_of(b" ".join(select_lines), b"HIGHESTMODSEQ"))
+        uids = list(s.view)
+        s.ok(b"STORE 1,2 +FLAGS.SILENT (\\Deleted)")
+        _, tagged = s.ok(b"EXPUNGE")
+        after_expunge = code_of(tagged, b"HIGHESTMODSEQ")
+        self.assertIsNotNone(after_expunge, "EXPUNGE: %r" % tagged)
+        self.assertGreaterEqual(int(after_expunge), at_select)
+        s.ok(b"UID STORE %d +FLAGS.SILENT (\\Deleted)" % uids[2])
+        _, tagged = s.ok(b"UID EXPUNGE %d" % uids[2])
+        after_uid_expunge = code_of(tagged, b"HIGHESTMODSEQ")
+        self.assertIsNotNone(after_uid_expunge, "UID EXPUNGE: %r" % tagged)
+        self.assertGreaterEqual(int(after_uid_expunge), int(after_expunge))
+        _, tagged = s.ok(b"UID MOVE %d dest" % uids[3])
+        self.assertIsNotNone(code_of(tagged, b"HIGHESTMODSEQ"), "UID MOVE: %r" % tagged)
+        # the value is one the client may resynchronize from: nothing it
+        # has already been told about comes back as changed or vanished
+        lines, _ = s.ok(b"UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)"
+                        % int(after_uid_expunge))
+        self.assertFalse(untagged_with(lines, rb"^\* VANISHED \(EARLIER\) .*\b%d\b" % uids[0]),
+                         lines)
+
 
 class TestListAndSubscriptions(ConformanceCase):
     """RFC 3501 6.3.8 / 6.3.9, RFC 5258 LIST-EXTENDED, RFC 3348 CHILDREN."""
@@ -1662,6 +1764,12 @@ class TestListAndSubscriptions(ConformanceCase):
         for pattern in (b"INBOX", b"inbox", b"InBoX"):
             got = self.listing(b"", pattern)
             self.assertEqual(list(got), [b"INBOX"], "INBOX is case-insensitive (RFC 3501 5.1)")
+        # with wildcards too: INBOX is listed when "INBOX" matches the
+        # pattern, and the name INBOX is case-insensitive (RFC 9051 5.1,
+        # 6.3.9), so "inbox*" and "iNb%" list it as INBOX
+        for pattern in (b"inbox*", b"iNb%", b"%nbox", b"*BOX"):
+            got = self.listing(b"", pattern)
+            self.assertIn(b"INBOX", got, "LIST \"\" %r" % pattern)
         status, _, _ = self.s.command(b"DELETE INBOX")
         self.assertEqual(status, b"NO", "deleting INBOX is an error (RFC 3501 6.3.4)")
         status, _, _ = self.s.command(b"CREATE " + quote(self.p(b"test")))
@@ -1821,6 +1929,25 @@ class TestSortThreadIdle(ConformanceCase):
                          [b"* SORT %d %d %d %d" % (s.view[1], s.view[2], s.view[0], s.view[3])])
         lines, _ = s.ok(b"SORT (SUBJECT) UTF-8 DELETED")
         self.assertIn(b"* SORT", lines, "empty SORT result: '* SORT' without a trailing SP")
+
+    def test_sort_by_address_of_a_group(self):
+        # RFC 5256 3: TO / CC / FROM sort by the addr-mailbox of the first
+        # address; a group's first ENVELOPE address is the group start
+        # (NIL NIL "group name" NIL), so "undisclosed-recipients:;" sorts
+        # as "undisclosed-recipients".  RFC 5957 DISPLAYTO: no display-name,
+        # the same mailbox.
+        s = self.session()
+        for to in (b"zed@example.org", b"undisclosed-recipients:;", b"bob@example.org",
+                   b"Team: mia@example.org, al@example.org;", b"Victor <victor@example.org>"):
+            s.append(b"From: a@example.org\r\nTo: " + to + b"\r\nSubject: s\r\n"
+                     b"Date: Sat, 24 Mar 2007 23:00:00 +0200\r\n\r\nbody\r\n")
+        s.select()
+        lines, _ = s.ok(b"SORT (TO) UTF-8 ALL")
+        self.assertEqual(untagged_with(lines, rb"^\* SORT"), [b"* SORT 3 4 2 5 1"])
+        caps = b" ".join(s.command(b"CAPABILITY")[1]).upper()
+        if b"SORT=DISPLAY" in caps:
+            lines, _ = s.ok(b"SORT (DISPLAYTO) UTF-8 ALL")
+            self.assertEqual(untagged_with(lines, rb"^\* SORT"), [b"* SORT 3 4 2 5 1"])
 
     def test_thread_formats(self):
         # RFC 5256 4: thread-list = "(" ... ")"; ORDEREDSUBJECT and REFERENCES
