@@ -320,7 +320,8 @@
     X(F_CLAIM,         111, U32,   "1 = claim \\\\Recent, 0 = only look")                  \
     X(F_VIEW_ID,       112, U64,   "mx-ha: the Corosync CPG view a STATE was sent in (hash of its members)") \
     X(F_SNAPSHOT_ROW,  113, BYTES, "one index row of a store snapshot: u8 database, u32 key length, key, value") \
-    X(F_NEEDS_SNAPSHOT, 114, U32,  "1 = the replica holds no usable log (an interrupted snapshot)")
+    X(F_NEEDS_SNAPSHOT, 114, U32,  "1 = the replica holds no usable log (an interrupted snapshot)") \
+    X(F_OPLOG_FIRST,   115, U64,   "first operation-log record a store still holds (store.oplog_keep)")
 
 #define MX_WIRE_ENUM_ENTRY(name, number, ...) name = number,
 enum mx_msg_type { MX_WIRE_MESSAGES(MX_WIRE_ENUM_ENTRY) };

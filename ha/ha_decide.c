@@ -455,6 +455,8 @@ void ha_report_put(struct mx_frame *frame, const char *pair, const struct ha_rep
     mx_frame_put_u32(frame, F_HA_ROLE, (uint32_t)report->role);
     mx_frame_put_u64(frame, F_EPOCH, report->epoch);
     mx_frame_put_u64(frame, F_SEQ, report->seq);
+    if (report->oplog_first)
+        mx_frame_put_u64(frame, F_OPLOG_FIRST, report->oplog_first);
     mx_frame_put_u32(frame, F_IN_SYNC, report->in_sync ? 1 : 0);
     mx_frame_put_str(frame, F_ENDPOINT, report->endpoint);
     mx_frame_put_str(frame, F_REPLICATION_ENDPOINT, report->replication_endpoint);
@@ -557,6 +559,7 @@ int ha_report_from_frame(const struct mx_frame_view *view, char pair[HA_NAME_MAX
     }
     if (mx_frame_get_u32(view, F_IN_SYNC, &in_sync) < 0)
         in_sync = 0;
+    (void)mx_frame_get_u64(view, F_OPLOG_FIRST, &report->oplog_first); /* optional */
     report->role = (enum mx_ha_role)role;
     report->in_sync = in_sync != 0;
     const uint8_t *unused;

@@ -69,6 +69,7 @@ struct ha_report {
     enum mx_ha_role role;
     uint64_t epoch;
     uint64_t seq;
+    uint64_t oplog_first; /* first record its log still holds; 0 = not said */
     bool in_sync;
     char endpoint[HA_ENDPOINT_MAX];
     char replication_endpoint[HA_ENDPOINT_MAX];

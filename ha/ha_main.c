@@ -625,6 +625,7 @@ static void handle_status(struct ha *ha, struct mx_server_request *req)
             if (r && pr && pr->present && pr->seq > r->seq)
                 lag = pr->seq - r->seq;
             mx_frame_put_u64(&frame, F_LAG, lag);
+            mx_frame_put_u64(&frame, F_OPLOG_FIRST, r ? r->oplog_first : 0);
             mx_frame_put_str(&frame, F_TEXT, health);
         }
     }

@@ -2,8 +2,9 @@
  *
  *   mxctl [-c CONFIG] [-e ENDPOINT] cluster status
  *       members, quorum, and for every pair its active node, epoch, and
- *       each member's role, last oplog record and replication lag, as
- *       reported by the local mx-ha (ha.control, or -e).
+ *       each member's role, last oplog record, replication lag and the
+ *       records its log still holds (oplog=FIRST-LAST), as reported by the
+ *       local mx-ha (ha.control, or -e).
  *   mxctl [-c CONFIG] [-e ENDPOINT] [-w SECONDS] cluster switchover PAIR [NODE]
  *       move PAIR's primary/active role to NODE (default: the next member
  *       that may take it) gracefully: the cluster switches only to a member
@@ -132,7 +133,7 @@ static int walk_status(const struct mx_frame_view *view, bool print, const char 
     }
     /* Layout (mx_wire.h): F_NODE* members, then per pair F_PAIR F_NODE
      * (active) F_EPOCH, then per member F_NODE F_HA_ROLE F_SEQ F_IN_SYNC
-     * F_LAG F_TEXT. */
+     * F_LAG F_OPLOG_FIRST F_TEXT. */
     struct mx_field_iter it = { 0 };
     uint16_t tag;
     const uint8_t *value;
@@ -141,7 +142,7 @@ static int walk_status(const struct mx_frame_view *view, bool print, const char 
     struct pair_status pair = { 0 };
     char member[128] = "", text[64] = "";
     uint32_t role = 0, in_sync = 0;
-    uint64_t seq = 0, lag = 0;
+    uint64_t seq = 0, lag = 0, oplog_first = 0;
     while (mx_frame_next_field(view, &it, &tag, &value, &len)) {
         if (tag == F_PAIR) {
             if (print && where == MEMBERS)
@@ -175,12 +176,21 @@ static int walk_status(const struct mx_frame_view *view, bool print, const char 
             copy_field(text, sizeof(text), value, len);
         } else if (tag == F_LAG && len == 8) {
             lag = field_u64(value, len);
+        } else if (tag == F_OPLOG_FIRST && len == 8) {
+            oplog_first = field_u64(value, len);
         }
         /* F_TEXT closes a member's record. */
-        if (tag == F_TEXT && where == MEMBER && print)
-            printf("  member %s role=%s seq=%llu in_sync=%u lag=%llu state=%s\n", member,
+        if (tag == F_TEXT && where == MEMBER && print) {
+            printf("  member %s role=%s seq=%llu in_sync=%u lag=%llu state=%s", member,
                    role_name(role), (unsigned long long)seq, in_sync, (unsigned long long)lag,
                    text);
+            /* the records its log holds: a replica behind the first of the
+             * primary's needs a snapshot (store.oplog_keep) */
+            if (oplog_first)
+                printf(" oplog=%llu-%llu", (unsigned long long)oplog_first, (unsigned long long)seq);
+            printf("\n");
+            oplog_first = 0;
+        }
     }
     if (print && where == MEMBERS)
         printf("\n");

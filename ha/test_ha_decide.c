@@ -546,6 +546,7 @@ static void test_state_payload_round_trip(void **state)
     in->map.pairs[0].n_excluded = 1;
     strcpy(in->map.pairs[0].excluded[0], "node3");
     report(in, MX_HA_REPLICA, 9, 1234, true);
+    in->reports[0].oplog_first = 235;
     uint8_t *data = NULL;
     size_t len = 0;
     assert_int_equal(ha_state_encode(&config, in, true, &data, &len), 0);
@@ -572,6 +573,7 @@ static void test_state_payload_round_trip(void **state)
     assert_false(ha_map_newer(&in->map, &out->map, config.n_pairs));
     assert_true(out->reports[0].present);
     assert_int_equal(out->reports[0].seq, 1234);
+    assert_int_equal(out->reports[0].oplog_first, 235);
     assert_true(out->reports[0].in_sync);
     assert_string_equal(out->reports[0].replication_endpoint, "tcp://node2:7321");
     assert_false(out->reports[1].present);

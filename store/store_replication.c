@@ -1542,6 +1542,7 @@ static void report(struct store_repl *r)
     mx_frame_put_u32(&f, F_HA_ROLE, r->role);
     mx_frame_put_u64(&f, F_EPOCH, r->epoch);
     mx_frame_put_u64(&f, F_SEQ, m.seq);
+    mx_frame_put_u64(&f, F_OPLOG_FIRST, m.oplog_first);
     /* a primary: 0 = it lost a replica (mx-ha reassigns it degraded) */
     bool in_sync = r->replica_in_sync && !r->snapshot_incomplete;
     if (r->role == MX_HA_PRIMARY) {

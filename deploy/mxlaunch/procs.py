@@ -21,6 +21,7 @@ care look for leftovers with group_members().
 import atexit
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -376,18 +377,71 @@ def start_process(name, argv, log_path, env=None, cwd=None, keep=False,
     return proc
 
 
-def free_port(host="127.0.0.1"):
-    """free_port - a TCP port that was free on HOST a moment ago.
+# Ports handed out by free_port(): below Linux's ephemeral range (32768-60999
+# by default), so no outgoing connection - a client's, a ZeroMQ socket's - can
+# be given one between free_port() and the server's bind, and reserved across
+# the test processes ctest runs in parallel by a file per port, so two of them
+# never get the same one.
+_PORT_RANGE = (20000, 32768)
+_PORT_DIR = os.path.join("/tmp", "mxtest-ports")
+_reserved_ports = []
 
-    Binds HOST:0, reads the port the kernel chose and closes the socket.
-    Race: another process may take the port between this call and the
-    server's own bind; the kernel hands out ephemeral ports round-robin, so
-    this is rare, and the server then fails to start with a clear "address in
-    use" in its log (callers may retry with a new port).
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+
+def _release_ports():
+    for path in _reserved_ports:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+atexit.register(_release_ports)
+
+
+def _owner_alive(path):
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip() or "0")
+    except (OSError, ValueError):
+        return True  # being written, or unreadable: leave it alone
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def free_port(host="127.0.0.1"):
+    """free_port - a TCP port on HOST that nobody uses and no other test
+    process will be given until this one exits (see _PORT_RANGE)."""
+    os.makedirs(_PORT_DIR, exist_ok=True)
+    for _ in range(2000):
+        port = random.randrange(*_PORT_RANGE)
+        path = os.path.join(_PORT_DIR, str(port))
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            if not _owner_alive(path):  # its test process died without cleaning up
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:  # in use by something that is not a test of ours
+                os.unlink(path)
+                continue
+        _reserved_ports.append(path)
+        return port
+    raise ProcessError("free_port: no free port in %d-%d" % _PORT_RANGE)
 
 
 def port_probe(host, port, timeout=0.5):

@@ -196,7 +196,7 @@ class HaCorosyncTest(unittest.TestCase):
         self.assertIn("quorum: yes", out)
         self.assertRegex(out, r"members: .*node1")
         replica = 2 if primary != 2 else 3
-        self.assertRegex(out, r"  member node%d role=replica seq=\d+ in_sync=1 lag=\d+ state=up"
+        self.assertRegex(out, r"  member node%d role=replica seq=\d+ in_sync=1 lag=\d+ state=up oplog=\d+-\d+"
                          % replica)
         self.assertRegex(out, r"  member node3 role=standby .*state=up")
         self.assertRegex(out, r"pair imap active=node2 epoch=\d+")

@@ -116,6 +116,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     mx_frame_put_u32(&frame, F_HA_ROLE, f->role);
     mx_frame_put_u64(&frame, F_EPOCH, f->epoch);
     mx_frame_put_u64(&frame, F_SEQ, f->seq);
+    mx_frame_put_u64(&frame, F_OPLOG_FIRST, 1); /* a log never trimmed */
     mx_frame_put_u32(&frame, F_IN_SYNC, f->role == MX_HA_REPLICA || f->role == MX_HA_PRIMARY);
     mx_frame_put_str(&frame, F_ENDPOINT, f->endpoint);
     mx_frame_put_str(&frame, F_REPLICATION_ENDPOINT, f->replication_endpoint);
