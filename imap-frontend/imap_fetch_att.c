@@ -70,7 +70,7 @@ int imap_fetch_parse_partial(const char *text, uint64_t *offset, uint64_t *lengt
         /* "<o>": not in the grammar, which wants <o.l>, but Dovecot takes
          * it as "from o to the end", imaptest sends it, and accepting it
          * costs nothing: the response names the same <o> either way */
-        *length = UINT64_MAX;
+        *length = NUMBER64_MAX; /* a section is never that long */
         return parse_u64(text, strlen(text), NUMBER64_MAX, offset);
     }
     if (parse_u64(text, (size_t)(dot - text), NUMBER64_MAX, offset) < 0 ||

@@ -98,7 +98,7 @@ void imap_fetch_spec_free(struct imap_fetch_spec *spec);
 
 /* imap_fetch_parse_partial - "o.l" (the text between '<' and '>') with
  * overflow checks: o is a number, l a non-zero number, both 63-bit; a lone
- * "o" means from o to the end (l = UINT64_MAX), as Dovecot reads it. */
+ * "o" means from o to the end (l = 2^63 - 1), as Dovecot reads it. */
 int imap_fetch_parse_partial(const char *text, uint64_t *offset, uint64_t *length);
 
 #endif
