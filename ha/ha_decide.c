@@ -319,8 +319,13 @@ static void decide_store(const struct ha_pair_config *pc, size_t pair,
     for (size_t m = 0; m < pc->n_members; m++) {
         const char *name = pc->members[m];
         const struct ha_report *r = live_report(states, n, name, pair);
-        bool eligible = mp->primary[0] == '\0' ? (r && r->epoch == bootstrap_epoch)
-                                               : store_candidate(mp, r, name);
+        /* At bootstrap a store still acting as a replica that is not in
+         * sync may lack writes its primary acknowledged alone (while it
+         * caught up): it does not lead; a fenced store or a primary may. */
+        bool eligible = mp->primary[0] == '\0'
+                            ? (r && r->epoch == bootstrap_epoch &&
+                               (r->role != MX_HA_REPLICA || r->in_sync))
+                            : store_candidate(mp, r, name);
         if (!eligible)
             continue;
         /* Preference order breaks ties: a later member must be strictly

@@ -21,6 +21,10 @@
  *     in the pair's replica set (the primary waited for it); among them
  *     the highest (epoch, seq) wins, ties by preference order. No candidate:
  *     the pair is unavailable (never promote an out-of-date replica);
+ *   - with no map at all (a new cluster, or every mx-ha restarted) only
+ *     stores at the highest epoch any of them persisted may lead, the
+ *     highest seq first, and never one still reporting REPLICA without
+ *     being in sync (it may lack writes its primary acknowledged alone);
  *   - any change of primary, and any shrinking of the replica set (a
  *     replica left, stopped reporting, or the primary reported it lost:
  *     degraded), takes a new epoch:

@@ -144,6 +144,27 @@ static void test_bootstrap_prefers_highest_persisted_epoch(void **state)
     assert_int_equal(next.pairs[0].epoch, 5); /* above every persisted epoch */
 }
 
+static void test_bootstrap_never_promotes_a_catching_up_replica(void **state)
+{
+    (void)state;
+    /* every mx-ha restarted quickly, the primary's node is gone: node1 is
+     * still a replica of epoch 6 but was catching up, so it may lack writes
+     * node2 acknowledged alone - the pair stays unavailable */
+    struct view v = { 0 };
+    report(add_node(&v, "node1"), MX_HA_REPLICA, 6, 80, false);
+    add_node(&v, "node3");
+    struct ha_map empty, next;
+    memset(&empty, 0, sizeof(empty));
+    (void)ha_decide(&config, v.st, v.n, &empty, NULL, true, &next);
+    assert_false(next.pairs[0].active);
+    /* the same replica in sync has every acknowledged write: it leads */
+    report(&v.st[0], MX_HA_REPLICA, 6, 80, true);
+    assert_true(ha_decide(&config, v.st, v.n, &empty, NULL, true, &next));
+    assert_true(next.pairs[0].active);
+    assert_string_equal(next.pairs[0].primary, "node1");
+    assert_true(next.pairs[0].epoch > 6);
+}
+
 static void test_primary_kept_while_alive(void **state)
 {
     (void)state;
@@ -641,6 +662,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_bootstrap_picks_preferred_member, setup),
         cmocka_unit_test_setup(test_bootstrap_prefers_highest_persisted_epoch, setup),
+        cmocka_unit_test_setup(test_bootstrap_never_promotes_a_catching_up_replica, setup),
         cmocka_unit_test_setup(test_primary_kept_while_alive, setup),
         cmocka_unit_test_setup(test_failover_to_in_sync_replica, setup),
         cmocka_unit_test_setup(test_failover_highest_seq_wins_over_preference, setup),
