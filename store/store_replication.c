@@ -713,6 +713,9 @@ static void ship(struct peer *p)
     if (m.seq == c.last) {
         /* once it applies this it may report in sync: from here on it has
          * every write we acknowledge */
+        if (!p->told_lag0)
+            mx_log(MX_LOG_NOTICE, "store.replica_promotable", MX_KV("replica", p->endpoint),
+                   MX_KVU("seq", c.last), MX_KV("effect", "client writes wait for it"));
         p->must_ack = p->told_lag0 = true;
     } else if (p->must_ack && !p->told_lag0) {
         p->must_ack = false;
