@@ -416,8 +416,6 @@ static void reply_job(struct store_server *s, struct store_job *j)
         /* fenced or demoted before the replicas confirmed: the write
          * may not survive a failover */
         refuse_job(j, MX_STATUS_STALE_EPOCH, "not the primary any more");
-    } else if (j->seq > store_repl_safe_seq(s->repl)) {
-        refuse_job(j, MX_STATUS_TEMPFAIL, "the replica did not confirm the write in time");
     }
     if (mx_server_reply(&j->req, &j->reply, &error) < 0)
         mx_log(MX_LOG_WARNING, "store.reply_failed", MX_KV("error", error), MX_KV("user", j->user));
@@ -455,6 +453,8 @@ static void release_waiting(struct store_server *s)
         s->waiting = j->next;
         if (s->waiting == NULL)
             s->waiting_tail = &s->waiting;
+        if (primary && j->seq > safe) /* released only by unconfirmed */
+            refuse_job(j, MX_STATUS_TEMPFAIL, "the replica did not confirm the write in time");
         reply_job(s, j);
     }
 }

@@ -40,6 +40,7 @@ import unittest
 
 sys.path.insert(0, os.environ.get("MX_SOURCE_DIR", ".") + "/deploy")
 from mxlaunch import procs, stop_all  # noqa: E402
+from mxlaunch.inbound import build_dir  # noqa: E402
 from mxlaunch.store import FakeHa, Store  # noqa: E402
 
 USER = "alice@example.test"
@@ -361,7 +362,7 @@ class StoreReplicationTest(unittest.TestCase):
         b.stop()
         self.ha["a"].assign("primary", 1)  # degraded: B comes later
         self.wait_role("a", PRIMARY, 1)
-        tool = os.path.join(os.environ["MX_BUILD_DIR"], "tests", "tools", "mx-store-load")
+        tool = os.path.join(build_dir(), "tests", "tools", "mx-store-load")
         out = subprocess.run([tool, a.endpoint, USER, "2000", "32", "16384"], capture_output=True,
                              text=True, timeout=300)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
